@@ -96,6 +96,14 @@ def rename_key(key: str, source: str, target: str) -> tuple[str, str | None] | N
     return None
 
 
+def file_key(name: str, fmt: str) -> str:
+    """Our key -> what a ``fmt`` file calls it, for messages; a split qkv shows as ``{q,k,v}``."""
+    renamed = rename_key(name, OUR_FORMAT, fmt)
+    if renamed is None:
+        return name
+    return renamed[0].replace("{qkv}", "{q,k,v}")
+
+
 # ----------------------------------------------------------------------------- reports
 
 
@@ -109,6 +117,8 @@ class KeyReport:
     missing: list[str] = field(default_factory=list)  # our keys the file did not provide
     unexpected: list[str] = field(default_factory=list)  # file keys we have no place for
     wrong_shape: list[str] = field(default_factory=list)  # "key: file (a, b) vs model (c, d)"
+    # our name -> the file key(s) it came from, so messages name what the user's file calls it.
+    origin: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -186,9 +196,15 @@ def config_from_state(state: dict[str, Tensor], source_format: str | None = None
             num_upscale_blocks=max(upscales) + 1 if upscales else 0,
             use_mask_token="mask_token" in ours,
         )
-    except (KeyError, ValueError, IndexError) as e:
+    except KeyError as e:
         raise CheckpointError(
-            f"Cannot infer the model shape from this {fmt} checkpoint: key {e} is missing or malformed."
+            f"Cannot infer the model shape from this {fmt} checkpoint: key {file_key(e.args[0], fmt)!r} is "
+            f"missing."
+        ) from None
+    except (ValueError, IndexError) as e:  # InputError from the config is a ValueError too
+        raise CheckpointError(
+            f"Cannot infer the model shape from this {fmt} checkpoint: its tensor shapes are inconsistent "
+            f"({_short(e)})."
         ) from None
 
 
@@ -265,6 +281,7 @@ def to_our_keys(state: dict[str, Tensor], config: VideoMTConfig, source_format: 
             continue
         name, part = renamed
         report.consumed.append(key)
+        report.origin[name] = file_key(name, source_format) if part is not None else key
         if part is not None:
             qkv_parts.setdefault(name, {})[part] = value
         elif name == "attn_mask_probs":
@@ -276,7 +293,13 @@ def to_our_keys(state: dict[str, Tensor], config: VideoMTConfig, source_format: 
             ours[name] = value
     for name, parts in qkv_parts.items():
         if set(parts) != {"q", "k", "v"}:
-            report.missing.extend(f"{name} ({p} part)" for p in "qkv" if p not in parts)
+            report.missing.extend(
+                report.origin[name].replace("{q,k,v}", p) for p in "qkv" if p not in parts
+            )
+            continue
+        shapes = [tuple(parts[p].shape) for p in "qkv"]
+        if len(set(shapes)) > 1:  # torch.cat would fail (or glue mismatched rows); report instead
+            report.wrong_shape.append(f"{report.origin[name]}: q, k, v parts differ: {shapes}")
             continue
         ours[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     if "pos_embed" in ours and ours["pos_embed"].ndim == 2:  # HF stores (G*G, C)
@@ -286,10 +309,21 @@ def to_our_keys(state: dict[str, Tensor], config: VideoMTConfig, source_format: 
     return ours, report
 
 
+def _has_no_name_in(key: str, target_format: str) -> bool:
+    """True for keys whose table row leaves ``target_format`` empty (the mask token in official)."""
+    col = _COLUMNS[target_format]
+    return any(row[col] is None and pats[0].match(key) for row, pats in zip(_KEY_TABLE, _PATTERNS))
+
+
 def from_our_keys(state: dict[str, Tensor], target_format: str) -> dict[str, Tensor]:
-    """Our state dict -> official or Hugging Face key names (qkv split for HF)."""
+    """Our state dict -> official or Hugging Face key names (qkv split for HF).
+
+    Keys the target format has no place for are dropped: official checkpoints carry no mask token.
+    """
     out: dict[str, Tensor] = {}
     for key, value in state.items():
+        if _has_no_name_in(key, target_format):
+            continue
         renamed = rename_key(key, OUR_FORMAT, target_format)
         if renamed is None:
             raise KeyError(f"{key} has no {target_format} name")
@@ -309,13 +343,15 @@ def load_state(model: VideoMT, state: dict[str, Tensor], source_format: str) -> 
     ours, report = to_our_keys(state, model.config, source_format)
     expected = model.state_dict()
     for name, value in ours.items():
+        where = report.origin.get(name, name)
         if name not in expected:
-            report.unexpected.append(name)
+            report.unexpected.append(where)
         elif tuple(value.shape) != tuple(expected[name].shape):
+            joined = " (q, k, v joined)" if "{q,k,v}" in where else ""
             report.wrong_shape.append(
-                f"{name}: file {tuple(value.shape)} vs model {tuple(expected[name].shape)}"
+                f"{where}: file {tuple(value.shape)}{joined} vs model {tuple(expected[name].shape)}"
             )
-    report.missing.extend(name for name in expected if name not in ours)
+    report.missing.extend(file_key(name, source_format) for name in expected if name not in ours)
     if not report.ok:
         raise CheckpointError(f"Checkpoint does not fit the VidEoMT model: {report.problem()}.")
     with torch.no_grad():
@@ -359,9 +395,16 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, unpickling errors, EOF on truncated files, text files
+        if "Weights only load failed" in str(e):
+            # torch's own message suggests weights_only=False; we never run pickled code.
+            raise CheckpointError(
+                f"{path} holds pickled Python objects besides tensors (a whole model object or training "
+                f"state?); videomt reads only tensors. Save model.state_dict() (or {{'model': state_dict}}) "
+                f"and pass that file."
+            ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_short(e)}); it may be truncated or not a "
-            f"checkpoint at all."
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {_short(e)}); it may be "
+            f"truncated or not a checkpoint at all."
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
@@ -370,9 +413,21 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     return obj
 
 
-def _short(e: Exception) -> str:
+def _short(e: Exception, limit: int = 160) -> str:
+    """The first line of an exception's message, cut at a word so a message never ends mid-word."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:160]
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now: huggingface_hub reads it once at import, and transformers (or
+    anything else) may have imported it before the user or a test set the variable."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.HF_HUB_OFFLINE or now.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _resolve_hub(repo_id: str) -> Path:
@@ -381,21 +436,28 @@ def _resolve_hub(repo_id: str) -> Path:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - a declared dependency
         raise CheckpointError("huggingface_hub is not installed; pass --model PATH to a local checkpoint.") from None
+    offline = _hub_offline()
     folder = None
     for filename in (HF_CONFIG, HF_WEIGHTS):
         try:
-            folder = Path(hf_hub_download(repo_id, filename)).parent
-        except Exception as e:
+            folder = Path(hf_hub_download(repo_id, filename, local_files_only=offline)).parent
+        except Exception as e:  # offline, no network, unknown repo, gated repo: all end the same way
+            why = "offline mode (HF_HUB_OFFLINE) and not in the local cache" if offline else _short(e)
             raise CheckpointError(
-                f"Could not fetch {filename} of {repo_id} from the Hugging Face hub ({_short(e)}). "
-                f"Download it on a connected machine (huggingface-cli download {repo_id}) and pass "
-                f"--model PATH to the folder."
+                f"Could not fetch {filename} of {repo_id} from the Hugging Face hub ({why}). "
+                f"Download it on a connected machine (hf download {repo_id} --local-dir DIR), copy DIR "
+                f"here and pass --model PATH to that folder."
             ) from None
     return folder
 
 
+# A missing "weights/model.pth" is a mistyped path, not a hub repo: say "does not exist".
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl", ".bin", ".ckpt", ".safetensors")
+
+
 def looks_like_hub_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)) and not os.path.exists(text)
+    return (bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)) and not os.path.exists(text)
+            and not text.lower().endswith(_CHECKPOINT_SUFFIXES))
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
@@ -416,7 +478,8 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
         config_file = path / HF_CONFIG
         if not weights.exists():
             found = sorted(p.name for p in path.glob("*.pth")) + sorted(p.name for p in path.glob("*.safetensors"))
-            hint = f" (it has {', '.join(found)}: pass that file)" if found else ""
+            which = "that file" if len(found) == 1 else "one of them"
+            hint = f" (it has {', '.join(found)}: pass {which})" if found else ""
             raise CheckpointError(f"Directory {path} has no {HF_WEIGHTS}{hint}.")
         state, _ = _read_safetensors(weights)
         fmt = detect_format(state)
@@ -425,11 +488,16 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
                 data = json.loads(config_file.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise CheckpointError(f"{config_file} is not valid JSON ({_short(e)}).") from None
-            config = config_from_hf(data)
+            if not isinstance(data, dict):
+                raise CheckpointError(f"{config_file} holds a JSON {type(data).__name__}, not a config object.")
+            try:
+                config = config_from_hf(data)
+                if "id2label" in data:
+                    labels = [data["id2label"][str(i)] for i in range(len(data["id2label"]))]
+            except (KeyError, TypeError, AttributeError, ValueError) as e:  # InputError is a ValueError
+                raise CheckpointError(f"{config_file} is not a usable VidEoMT config ({_short(e)}).") from None
             if "embeddings.mask_token" not in state:
                 config = config.replace(use_mask_token=False)
-            if "id2label" in data:
-                labels = [data["id2label"][str(i)] for i in range(len(data["id2label"]))]
             meta = {"hf_config": data}
         else:
             config = config_from_state(state, fmt)
@@ -437,8 +505,11 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
         state, file_meta = _read_safetensors(path)
         fmt = detect_format(state)
         if fmt == OUR_FORMAT and "config" in file_meta:
-            config = VideoMTConfig.from_dict(json.loads(file_meta["config"]))
-            meta = {k: json.loads(v) for k, v in file_meta.items() if k not in ("format", "config")}
+            try:
+                config = VideoMTConfig.from_dict(json.loads(file_meta["config"]))
+                meta = {k: json.loads(v) for k, v in file_meta.items() if k not in ("format", "config")}
+            except (ValueError, TypeError) as e:  # bad JSON, unknown config keys (InputError)
+                raise CheckpointError(f"{path} has unreadable videomt metadata ({_short(e)}).") from None
             labels = meta.get("labels")
         else:
             config = config_from_state(state, fmt)
@@ -448,7 +519,10 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
         config = config_from_state(state, fmt)
 
     model = VideoMT(config)
-    report = load_state(model, state, fmt)
+    try:
+        report = load_state(model, state, fmt)
+    except CheckpointError as e:  # say which file: a user may be trying several
+        raise CheckpointError(f"{path}: {e}") from None
     model.eval().to(device=device, dtype=dtype)
     return Loaded(model=model, labels=labels, source=str(source), report=report, meta=meta)
 

@@ -16,3 +16,16 @@ class CheckpointError(VideoMTError):
 
 class InputError(VideoMTError, ValueError):
     """An argument of the wrong shape, type or range (also a ``ValueError``)."""
+
+
+class OutputError(VideoMTError):
+    """An output that cannot be written: it exists (without --overwrite), or the place is not writable."""
+
+
+class VideoError(VideoMTError):
+    """A video or frame folder that cannot be read, or an overlay video that cannot be written."""
+
+
+class DatasetError(VideoMTError):
+    """A dataset or results file that cannot be read or does not fit: bad JSON, unknown video or
+    category ids, a per-frame list of the wrong length, an empty dataset."""

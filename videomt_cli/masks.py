@@ -9,17 +9,21 @@ from videomt_cli.records import RLE
 
 
 def encode(masks: np.ndarray) -> list[RLE]:
-    """Masks (K, H, W) or (H, W) bool/uint8 -> list of K compressed RLEs with str counts.
+    """Masks (K, H, W) or (H, W), bool or 0/1 integers -> list of K compressed RLEs with str counts.
 
-    pycocotools wants a Fortran-ordered uint8 (H, W, K) array; building it with one transpose of
-    a C-ordered (K, H, W) array is the cheap way (DESIGN 8).
+    pycocotools wants a Fortran-ordered uint8 (H, W, K) array. A C-ordered (K, W, H) array is that
+    array's memory exactly, so one transposing copy (which also casts to uint8) and a free
+    ``.transpose(2, 1, 0)`` view give it (DESIGN 8); ``np.asfortranarray`` of a transposed
+    (K, H, W) array would copy twice. Any non-zero value counts as inside the mask.
     """
     masks = np.asarray(masks)
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3:
         raise ValueError(f"masks must be (K, H, W) or (H, W), got shape {masks.shape}")
-    fortran = np.asfortranarray(masks.astype(np.uint8, copy=False).transpose(1, 2, 0))
+    if masks.dtype != np.bool_:
+        masks = masks != 0  # pycocotools' encoder needs 0/1 bytes, not arbitrary values
+    fortran = np.ascontiguousarray(masks.transpose(0, 2, 1), dtype=np.uint8).transpose(2, 1, 0)
     rles = _coco.encode(fortran)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")

@@ -220,7 +220,8 @@ class VideoMT(nn.Module):
         if state is None:
             queries = self.initial_queries(tokens.shape[0])
         else:
-            queries = self.query_updater(state) + self.queries.weight
+            # A state kept in another dtype (fp32 saved from an fp32 run, then a bf16 model) still works.
+            queries = self.query_updater(state.to(self.queries.weight.dtype)) + self.queries.weight
         x = torch.cat([queries.to(tokens.dtype), tokens], dim=1)
         for block in self.blocks[self.config.query_start :]:
             x = block(x)
@@ -246,9 +247,10 @@ class VideoMT(nn.Module):
         frames: (B, T, 3, H, W) normalised pixels, H and W multiples of the patch size; a 4D
             (B, 3, H, W) batch is one frame of each of B videos (T = 1).
         state: (B, Q, C) from the previous call on the same videos, or None at a video's start.
-        patch_mask: optional bool mask of patches to replace by the mask token, as (B, T, N),
-            (B * T, N) or (B, T, H/p, W/p) for 5D frames, and (B, N) or (B, H/p, W/p) for 4D
-            frames (N = H/p * W/p patches per frame).
+        patch_mask: optional bool mask of patches to replace by the mask token (True = masked), as
+            (B, T, N), (B * T, N) video-major or (B, T, H/p, W/p) for 5D frames, and (B, N) or
+            (B, H/p, W/p) for 4D frames (N = H/p * W/p patches per frame, row-major). Only models
+            with a mask token (Hugging Face checkpoints) take one.
         Returns (VideoMTOutput with (B, T, ...) tensors, new state (B, Q, C)).
         """
         video = self._check_frames(frames)
@@ -278,7 +280,14 @@ class VideoMT(nn.Module):
             frames = frames.unsqueeze(1)
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise InputError(
-                f"frames must be (B, T, 3, H, W) or (B, 3, H, W); got shape {tuple(frames.shape)}."
+                f"frames must be (B, T, 3, H, W) or (B, 3, H, W) with 3 RGB channels; got shape "
+                f"{tuple(frames.shape)}."
+            )
+        if not frames.is_floating_point():
+            # uint8 frames would run, silently, on unnormalised pixels and give garbage.
+            raise InputError(
+                f"frames must be normalised floating-point pixels, got {frames.dtype}; use "
+                f"videomt_cli.preprocess to resize, normalise and pad them."
             )
         p = self.config.patch_size
         H, W = frames.shape[-2:]
@@ -295,6 +304,10 @@ class VideoMT(nn.Module):
         if state is None:
             return
         expected = (batch_size, self.config.num_queries, self.config.hidden_size)
+        if not isinstance(state, Tensor):
+            raise InputError(
+                f"state must be a torch.Tensor of shape {expected} or None, got {type(state).__name__}."
+            )
         if tuple(state.shape) != expected:
             raise InputError(
                 f"state has shape {tuple(state.shape)}, expected {expected} (B, Q, C); pass the state "
@@ -317,7 +330,8 @@ class VideoMT(nn.Module):
         if frames_ndim == 5:
             layouts = {(B, T, n): "(B, T, N)", (B * T, n): "(B*T, N)", (B, T, h, w): "(B, T, H/p, W/p)"}
         else:
-            if mask.ndim == 3 and shape[1:] != (h, w):
+            if mask.ndim == 3 and shape[1:] != (h, w) and shape[-1] == n:
+                # (B, T, N)-like: it names frames, but 4D input has none; refuse rather than guess.
                 raise InputError(
                     f"patch_mask of shape {shape} is ambiguous with single-frame (B, 3, H, W) input: "
                     f"pass (B, N) = {(B, n)} or (B, H/p, W/p) = {(B, h, w)}, or give frames as "

@@ -36,6 +36,8 @@ class VideoInfo:
     timestamps: list[float] = field(default_factory=list)
     pts: list[int] = field(default_factory=list)  # per decoded frame, in time_base units (videos only)
     file_names: list[str] = field(default_factory=list)  # per frame, for image folders
+    truncated: bool = False  # decoding ended before the container said it would (cut or corrupt file)
+    warnings: list[str] = field(default_factory=list)  # one line each, for the CLI to show
 
 
 @dataclass

@@ -1,0 +1,408 @@
+"""YouTube-VIS evaluation: AP, AP50, AP75, AR1, AR10 (percent) of video instance segmentation results.
+
+This is the YouTube-VIS API's evaluation (``YTVOSeval``): pycocotools' ``COCOeval`` where every
+"image" is a video, every annotation a whole track, and the IoU of a prediction and a ground-truth
+track is the *video IoU*::
+
+    IoU = sum over frames of |pred_t & gt_t|  /  sum over frames of |pred_t | gt_t|
+
+A frame where a track is ``null`` (or empty) counts as an empty mask there; frames where both are
+empty add nothing. The area of a track, for the small/medium/large ranges, is the mean of its
+non-empty per-frame areas (the ground truth's ``areas`` field when it has one, as YouTube-VIS does).
+Matching, precision/recall accumulation and the summary are COCOeval's own code, with its default
+parameters (IoU 0.50:0.05:0.95, 101 recall points, at most 1/10/100 tracks per video and class).
+On single-frame videos the numbers are exactly COCO's ``segm`` numbers.
+
+    >>> from videomt_cli.evaluate import evaluate
+    >>> evaluate("results.json", "valid.json")
+    {'AP': 52.8, 'AP50': 74.1, ...}
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as _coco
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from videomt_cli.errors import DatasetError
+
+# COCOeval's ``stats`` vector, in order, under the names YouTube-VIS papers use.
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+_SHOW = 8  # how many offending ids an error message lists
+
+
+def evaluate(predictions: list[dict] | dict | str | os.PathLike,
+             ground_truth: dict | str | os.PathLike) -> dict[str, float]:
+    """Score video instance segmentation results against YouTube-VIS ground truth.
+
+    Args:
+        predictions: a YouTube-VIS results list ``[{video_id, category_id, score, segmentations}]``
+            (``segmentations``: one compressed or uncompressed RLE, or ``null``, per frame of the
+            video), a YouTube-VIS-style dataset dict whose annotations carry a ``score`` (what
+            ``videomt segment -f ytvis-dataset`` writes), or the path of a JSON file of either.
+        ground_truth: a YouTube-VIS dataset (``videos``, ``annotations`` with per-frame
+            ``segmentations`` as RLE, polygons or ``null``, ``categories``) or its JSON path.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}``
+        in percent. A metric with no ground truth to measure (e.g. no small tracks) is NaN, as in
+        detectron2. Videos of the ground truth without any prediction count as missed.
+
+    Raises:
+        DatasetError: a file that does not exist or parse, predictions for videos or categories the
+            ground truth does not have, a per-frame list whose length differs from its video's,
+            masks of another size than the video, an empty ground truth.
+    """
+    gt_doc = _load_json(ground_truth, "ground-truth")
+    videos, categories, gt_tracks = _ground_truth(gt_doc, _name(ground_truth))
+    pred_doc = _load_json(predictions, "predictions")
+    dt_tracks = _predictions(pred_doc, videos, categories, _name(predictions), _name(ground_truth))
+
+    images = [{"id": v["id"], "height": v["height"], "width": v["width"]} for v in videos.values()]
+    cats = [{"id": c, "name": name} for c, name in categories.items()]
+    coco_gt = _coco_api(images, gt_tracks, cats)
+    coco_dt = _coco_api(images, dt_tracks, cats)
+    ev = VideoEval(coco_gt, coco_dt)
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: (float(v) * 100.0 if v >= 0 else math.nan) for name, v in zip(METRICS, ev.stats)}
+
+
+class VideoEval(COCOeval):
+    """COCOeval over videos: images are videos, annotations are tracks, IoU is the video IoU.
+
+    Every annotation of both COCO objects holds ``masks`` (per frame: a pycocotools RLE with bytes
+    counts, or None where the track has no pixel), ``frame_areas`` (per frame, ints) and ``area``
+    (mean non-empty area). Only ``_prepare`` (no polygon conversion: the masks are ready) and
+    ``computeIoU`` differ from COCOeval.
+    """
+
+    def __init__(self, coco_gt: COCO, coco_dt: COCO) -> None:
+        super().__init__(coco_gt, coco_dt, iouType="segm")
+
+    def _prepare(self) -> None:
+        p = self.params
+        if p.useCats:
+            gts = self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds))
+            dts = self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds))
+        else:
+            gts = self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=p.imgIds))
+            dts = self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds))
+        for gt in gts:
+            gt["ignore"] = int(bool(gt.get("iscrowd", 0)))
+        self._gts = defaultdict(list)
+        self._dts = defaultdict(list)
+        for gt in gts:
+            self._gts[gt["image_id"], gt["category_id"]].append(gt)
+        for dt in dts:
+            self._dts[dt["image_id"], dt["category_id"]].append(dt)
+        self.evalImgs = defaultdict(list)
+        self.eval = {}
+
+    def computeIoU(self, imgId, catId):  # noqa: N802, N803 (COCOeval's names)
+        p = self.params
+        if p.useCats:
+            gt = self._gts[imgId, catId]
+            dt = self._dts[imgId, catId]
+        else:
+            gt = [g for c in p.catIds for g in self._gts[imgId, c]]
+            dt = [d for c in p.catIds for d in self._dts[imgId, c]]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        order = np.argsort([-d["score"] for d in dt], kind="mergesort")  # as COCOeval: stable
+        dt = [dt[i] for i in order][: p.maxDets[-1]]
+        if len(gt) == 0 or len(dt) == 0:
+            return []
+        return video_iou([d["masks"] for d in dt], [g["masks"] for g in gt],
+                         [int(g.get("iscrowd", 0)) for g in gt],
+                         np.array([d["frame_areas"] for d in dt], dtype=np.float64),
+                         np.array([g["frame_areas"] for g in gt], dtype=np.float64))
+
+
+def video_iou(dt_masks: list[list], gt_masks: list[list], iscrowd: list[int] | None = None,
+              dt_areas: np.ndarray | None = None, gt_areas: np.ndarray | None = None) -> np.ndarray:
+    """Video IoU of D predicted and G ground-truth tracks of one video -> (D, G) float64.
+
+    ``dt_masks[i][t]`` is track i's mask in frame t: a pycocotools RLE (bytes or str counts) or
+    None. IoU = sum_t |d_t & g_t| / sum_t |d_t | g_t|, 0 when the union is empty. For a crowd
+    ground truth (``iscrowd``) the denominator is the prediction's own area, as in COCO.
+    ``dt_areas``/``gt_areas`` (D, T)/(G, T) are the per-frame areas when the caller has them.
+    """
+    dt_masks = [[_bytes_rle(m) for m in track] for track in dt_masks]
+    gt_masks = [[_bytes_rle(m) for m in track] for track in gt_masks]
+    if dt_areas is None:
+        dt_areas = np.array([[_coco.area(m) if m is not None else 0 for m in tr] for tr in dt_masks], np.float64)
+    if gt_areas is None:
+        gt_areas = np.array([[_coco.area(m) if m is not None else 0 for m in tr] for tr in gt_masks], np.float64)
+    D, G = len(dt_masks), len(gt_masks)
+    T = len(dt_masks[0]) if D else 0
+    inter = np.zeros((D, G), dtype=np.float64)
+    for t in range(T):
+        di = [i for i in range(D) if dt_masks[i][t] is not None]
+        gi = [j for j in range(G) if gt_masks[j][t] is not None]
+        if not di or not gi:
+            continue
+        iou = np.asarray(_coco.iou([dt_masks[i][t] for i in di], [gt_masks[j][t] for j in gi], [0] * len(gi)),
+                         dtype=np.float64).reshape(len(di), len(gi))
+        a = dt_areas[di, t][:, None]
+        b = gt_areas[gi, t][None, :]
+        # pycocotools gives i / (a + b - i) in double precision; the integer i comes back exactly.
+        inter[np.ix_(di, gi)] += np.rint(iou * (a + b) / (1.0 + iou))
+    # Summed over frames, |d | g| = |d| + |g| - |d & g|: a frame where only one is present adds its area.
+    d_sum = dt_areas.sum(axis=1)[:, None] if D else np.zeros((0, 1))
+    g_sum = gt_areas.sum(axis=1)[None, :] if G else np.zeros((1, 0))
+    union = d_sum + g_sum - inter
+    if iscrowd is not None:
+        crowd = np.asarray(iscrowd, dtype=bool)
+        if crowd.any():
+            union[:, crowd] = np.broadcast_to(d_sum, (D, G))[:, crowd]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _name(source) -> str:
+    """' (path)' for a file, '' for data given in memory: what error messages put after 'the X'."""
+    return f" ({source})" if isinstance(source, (str, os.PathLike)) else ""
+
+
+def _load_json(source, what: str):
+    if isinstance(source, (dict, list)):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise DatasetError(f"the {what} must be a JSON file's path, a dict or a list, not {type(source).__name__}.")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"the {what} file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise DatasetError(f"the {what} path {path} is a folder; give the JSON file.") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"the {what} file {path} is not JSON text (not UTF-8).") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read the {what} file {path}: {e.strerror or e}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"the {what} file {path} is not valid JSON: {e.msg} at line {e.lineno} "
+                           f"column {e.colno}.") from None
+
+
+def _id_key(value):
+    """A hashable, sortable stand-in for an id read from JSON (which may be of any type)."""
+    return (0, int(value), "") if _is_int(value) else (1, 0, repr(value))
+
+
+def _ids(keys) -> str:
+    values = [str(v) if kind == 0 else text for kind, v, text in sorted(keys)]
+    shown = ", ".join(values[:_SHOW])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > _SHOW else "")
+
+
+def _ground_truth(doc, where: str) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
+    """-> videos by id ({id, length, height, width}), category names by id, track annotations."""
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("videos", "annotations", "categories")):
+        raise DatasetError(f"the ground truth{where} is not a YouTube-VIS dataset: it needs the lists "
+                           "'videos', 'annotations' and 'categories'.")
+    if not doc["videos"]:
+        raise DatasetError(f"the ground truth{where} has no videos: nothing to evaluate on.")
+    if not doc["annotations"]:
+        raise DatasetError(f"the ground truth{where} has no annotations: nothing to evaluate against.")
+    if not doc["categories"]:
+        raise DatasetError(f"the ground truth{where} has no categories.")
+
+    categories: dict[int, str] = {}
+    for c in doc["categories"]:
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise DatasetError(f"the ground truth{where} has a category without an integer 'id': {c!r:.80}")
+        categories[int(c["id"])] = str(c.get("name", c["id"]))
+
+    videos: dict[int, dict] = {}
+    for v in doc["videos"]:
+        if not isinstance(v, dict) or not _is_int(v.get("id")):
+            raise DatasetError(f"the ground truth{where} has a video without an integer 'id': {v!r:.80}")
+        vid = int(v["id"])
+        if vid in videos:
+            raise DatasetError(f"the ground truth{where} lists video id {vid} twice.")
+        length = v.get("length")
+        if length is None and isinstance(v.get("file_names"), list):
+            length = len(v["file_names"])
+        if not _is_int(length) or not _is_int(v.get("height")) or not _is_int(v.get("width")):
+            raise DatasetError(f"the ground truth{where}: video {vid} needs integer 'height', 'width' and "
+                               "'length' (or 'file_names').")
+        if int(length) < 1 or int(v["height"]) < 1 or int(v["width"]) < 1:
+            raise DatasetError(f"the ground truth{where}: video {vid} has no frames or no pixels "
+                               f"(length {length}, {v['height']}x{v['width']}).")
+        videos[vid] = {"id": vid, "length": int(length), "height": int(v["height"]), "width": int(v["width"])}
+
+    tracks = []
+    bad_videos, bad_cats = set(), set()
+    for n, a in enumerate(doc["annotations"]):
+        if not isinstance(a, dict) or not isinstance(a.get("segmentations"), list):
+            raise DatasetError(f"the ground truth{where}: annotation #{n} has no 'segmentations' list.")
+        vid, cat = a.get("video_id"), a.get("category_id")
+        if not _is_int(vid) or int(vid) not in videos:
+            bad_videos.add(_id_key(vid))
+            continue
+        if not _is_int(cat) or int(cat) not in categories:
+            bad_cats.add(_id_key(cat))
+            continue
+        video = videos[int(vid)]
+        label = f"the ground truth{where}: annotation {a.get('id', f'#{n}')} of video {vid}"
+        masks, areas = _track_masks(a["segmentations"], video, label)
+        given = a.get("areas")
+        if isinstance(given, list) and len(given) == len(areas) and all(x is None or _is_number(x) for x in given):
+            mean_areas = [float(x) for x in given if x]  # YouTube-VIS: the field, null and 0 left out
+        else:
+            mean_areas = [float(x) for x in areas if x]
+        tracks.append({"id": len(tracks) + 1, "image_id": int(vid), "category_id": int(cat),
+                       "iscrowd": int(bool(a.get("iscrowd", 0))), "masks": masks, "frame_areas": areas,
+                       "area": float(np.mean(mean_areas)) if mean_areas else 0.0})
+    if bad_videos:
+        raise DatasetError(f"the ground truth{where} has annotations of videos it does not list: ids "
+                           f"{_ids(bad_videos)}.")
+    if bad_cats:
+        raise DatasetError(f"the ground truth{where} has annotations of categories it does not list: ids "
+                           f"{_ids(bad_cats)}.")
+    return videos, categories, tracks
+
+
+def _predictions(doc, videos: dict[int, dict], categories: dict[int, str], where: str, gt_where: str) -> list[dict]:
+    if isinstance(doc, dict):
+        if not isinstance(doc.get("annotations"), list):
+            raise DatasetError(f"the predictions{where} are neither a YouTube-VIS results list nor a dataset "
+                               "with 'annotations'.")
+        doc = doc["annotations"]
+    if not isinstance(doc, list):
+        raise DatasetError(f"the predictions{where} must be a YouTube-VIS results list "
+                           "[{video_id, category_id, score, segmentations}].")
+    bad_videos, bad_cats = set(), set()
+    for n, r in enumerate(doc):
+        if not isinstance(r, dict) or any(k not in r for k in ("video_id", "category_id", "score", "segmentations")):
+            raise DatasetError(f"the predictions{where}: entry #{n} needs 'video_id', 'category_id', 'score' and "
+                               "'segmentations'.")
+        if not _is_int(r["video_id"]) or int(r["video_id"]) not in videos:
+            bad_videos.add(_id_key(r["video_id"]))
+        if not _is_int(r["category_id"]) or int(r["category_id"]) not in categories:
+            bad_cats.add(_id_key(r["category_id"]))
+    if bad_videos:
+        raise DatasetError(f"the predictions{where} are for different videos: ids {_ids(bad_videos)} not in the "
+                           f"ground truth{gt_where}. Evaluate against the annotations of the videos you segmented, "
+                           "with the same video ids.")
+    if bad_cats:
+        known = _ids({_id_key(c) for c in categories})
+        raise DatasetError(f"the predictions{where} use category ids {_ids(bad_cats)} that the ground truth"
+                           f"{gt_where} does not have (it has {known}). Use a model trained on this dataset's "
+                           "classes.")
+    tracks = []
+    for n, r in enumerate(doc):
+        score = r["score"]
+        if not _is_number(score) or not math.isfinite(score):
+            raise DatasetError(f"the predictions{where}: entry #{n} has score {score!r}; scores must be finite "
+                               "numbers.")
+        video = videos[int(r["video_id"])]
+        if not isinstance(r["segmentations"], list):
+            raise DatasetError(f"the predictions{where}: entry #{n} (video {video['id']}) has no per-frame "
+                               "'segmentations' list.")
+        masks, areas = _track_masks(r["segmentations"], video, f"the predictions{where}: entry #{n} of video "
+                                                                 f"{video['id']}")
+        nonzero = [a for a in areas if a]
+        tracks.append({"id": len(tracks) + 1, "image_id": video["id"], "category_id": int(r["category_id"]),
+                       "score": float(score), "iscrowd": 0, "masks": masks, "frame_areas": areas,
+                       "area": float(np.mean(nonzero)) if nonzero else 0.0})
+    return tracks
+
+
+def _track_masks(segmentations: list, video: dict, label: str) -> tuple[list, list[int]]:
+    """Per-frame masks of one track -> (pycocotools RLEs with bytes counts or None, areas)."""
+    if len(segmentations) != video["length"]:
+        raise DatasetError(f"{label} has {len(segmentations)} per-frame masks, but the video has "
+                           f"{video['length']} frames; give one entry (or null) per frame.")
+    h, w = video["height"], video["width"]
+    masks, areas = [], []
+    for t, seg in enumerate(segmentations):
+        rle = _to_rle(seg, h, w, f"{label}, frame {t}")
+        area = int(_coco.area(rle)) if rle is not None else 0
+        masks.append(rle if area > 0 else None)  # an empty mask and null are the same to the video IoU
+        areas.append(area)
+    return masks, areas
+
+
+def _to_rle(seg, h: int, w: int, label: str) -> dict | None:
+    """A per-frame segmentation (compressed/uncompressed RLE, polygons, null) -> RLE with bytes counts."""
+    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+        return None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not isinstance(size, list) or len(size) != 2 or counts is None:
+            raise DatasetError(f"{label}: an RLE needs 'size' [h, w] and 'counts'.")
+        if [int(size[0]), int(size[1])] != [h, w]:
+            raise DatasetError(f"{label}: the mask is {size[0]}x{size[1]} (h x w) but the video is {h}x{w}; "
+                               "masks must have the video's own size.")
+        if isinstance(counts, list):  # uncompressed RLE
+            try:
+                return _coco.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+            except Exception as e:  # pycocotools raises bare exceptions on malformed input
+                raise DatasetError(f"{label}: the uncompressed RLE is malformed ({e}).") from None
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+        if not isinstance(counts, bytes):
+            raise DatasetError(f"{label}: RLE 'counts' must be a string or a list of run lengths.")
+        return {"size": [h, w], "counts": counts}
+    if isinstance(seg, list):  # polygons [[x0, y0, x1, y1, ...], ...]
+        if all(_is_number(x) for x in seg):
+            seg = [seg]
+        polys = []
+        for poly in seg:
+            if not isinstance(poly, list) or not all(_is_number(x) for x in poly):
+                raise DatasetError(f"{label}: a polygon must be a list of numbers [x0, y0, x1, y1, ...].")
+            # Fewer than 3 points has no area (and pycocotools would read 4 numbers as a box).
+            if len(poly) >= 6 and len(poly) % 2 == 0:
+                polys.append([float(x) for x in poly])
+        if not polys:
+            return None
+        return _coco.merge(_coco.frPyObjects(polys, h, w))
+    raise DatasetError(f"{label}: a segmentation must be an RLE dict, a list of polygons or null, "
+                       f"not {type(seg).__name__}.")
+
+
+def _bytes_rle(m):
+    if m is None or isinstance(m["counts"], bytes):
+        return m
+    if isinstance(m["counts"], str):
+        return {"size": list(m["size"]), "counts": m["counts"].encode("ascii")}
+    h, w = m["size"]
+    return _coco.frPyObjects({"size": [h, w], "counts": m["counts"]}, h, w)
+
+
+def _coco_api(images: list[dict], anns: list[dict], cats: list[dict]) -> COCO:
+    api = COCO()
+    api.dataset = {"images": images, "annotations": anns, "categories": cats}
+    with contextlib.redirect_stdout(io.StringIO()):
+        api.createIndex()
+    return api
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)

@@ -1,0 +1,1 @@
+"""The model registry (registry.json) and small bundled weights, installed as ``videomt_cli.weights``."""
