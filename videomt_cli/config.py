@@ -82,6 +82,9 @@ PRESETS: dict[str, VideoMTConfig] = {
     "small": VideoMTConfig(hidden_size=384, num_layers=12, num_heads=6, num_query_blocks=3),
     "base": VideoMTConfig(hidden_size=768, num_layers=12, num_heads=12, num_query_blocks=3),
     "large": VideoMTConfig(hidden_size=1024, num_layers=24, num_heads=16, num_query_blocks=4),
+    # A small network that trains from scratch on the CPU in under an hour (the bundled model).
+    "mini": VideoMTConfig(hidden_size=128, num_layers=6, num_heads=2, num_query_blocks=2,
+                          num_queries=12, num_classes=3, image_size=128),
     # Tiny seeded networks for tests and examples: same code paths, milliseconds per frame. Head
     # width 64 as in every DINOv2, so official-format files (which store no head count) round-trip.
     "tiny": VideoMTConfig(hidden_size=128, num_layers=4, num_heads=2, num_query_blocks=2,

@@ -29,3 +29,7 @@ class VideoError(VideoMTError):
 class DatasetError(VideoMTError):
     """A dataset or results file that cannot be read or does not fit: bad JSON, unknown video or
     category ids, a per-frame list of the wrong length, an empty dataset."""
+
+
+class TrainingError(VideoMTError):
+    """Training cannot go on: a diverged loss, or a resume file that does not fit this run."""
