@@ -7,11 +7,13 @@ errors (the ``VideoMTError`` family) become one red line and exit code 1; usage 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from videomt_cli.errors import InputError, VideoMTError
@@ -32,14 +34,41 @@ class _State:
     quiet = False
 
 
+_QUIET_HELP = "Print only errors and final paths (no progress bars)."
+
+
 @app.callback()
-def _main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and final paths.")) -> None:
-    _State.quiet = quiet
+def _main(quiet: bool = typer.Option(False, "--quiet", "-q", help=_QUIET_HELP)) -> None:
+    _State.quiet = quiet  # reset on every invocation: the CLI may run many times in one process (tests)
+
+
+def _quiet_option():
+    # The same flag on the commands that print progress, so `videomt segment x.mp4 -q` works as well
+    # as `videomt -q segment x.mp4` (people put it after the command).
+    return typer.Option(False, "--quiet", "-q", help=_QUIET_HELP)
+
+
+def _set_quiet(quiet: bool) -> None:
+    _State.quiet = _State.quiet or quiet
 
 
 def say(*args, **kwargs) -> None:
+    # soft_wrap: a long path must stay on one line that scripts can copy, not be folded at 80 columns.
     if not _State.quiet:
-        out.print(*args, **kwargs)
+        out.print(*args, soft_wrap=True, **kwargs)
+
+
+def wrote(path, details: str = "") -> None:
+    """The final line of a command that writes something: the bare path under --quiet (for scripts)."""
+    if _State.quiet:
+        out.print(escape(str(path)), soft_wrap=True, highlight=False)
+    else:
+        out.print(f"[green]Wrote[/green] {escape(str(path))}{escape(details)}", soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    # Messages hold paths and lists like [1, 2]: escape them so Rich never reads them as markup.
+    err.print(f"[yellow]Warning:[/yellow] {escape(str(message))}", soft_wrap=True, highlight=False)
 
 
 def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -67,10 +96,12 @@ def convert(
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (Hugging Face format), or a "
                                 "file ending in .safetensors for videomt's single-file format."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Convert a VidEoMT checkpoint to a directory that videomt and transformers both load."""
     from videomt_cli import checkpoint, labels as label_tables, registry
 
+    _set_quiet(quiet)
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise InputError(f"{output} already exists; pass --overwrite to replace it.")
     loaded = checkpoint.load_model(source)
@@ -83,10 +114,10 @@ def convert(
     else:
         checkpoint.save_hf(loaded.model, output, labels=names)
     for line in loaded.report.lines():
-        say(f"  {line}")
+        say(f"  {escape(line)}")
     cfg = loaded.config
-    say(f"[green]Wrote[/green] {output}  (C={cfg.hidden_size}, L={cfg.num_layers}, k={cfg.num_query_blocks}, "
-        f"Q={cfg.num_queries}, K={cfg.num_classes}, image_size={cfg.image_size})")
+    wrote(output, f"  (C={cfg.hidden_size}, L={cfg.num_layers}, k={cfg.num_query_blocks}, "
+                  f"Q={cfg.num_queries}, K={cfg.num_classes}, image_size={cfg.image_size})")
 
 
 # ----------------------------------------------------------------------------- verify
@@ -115,7 +146,7 @@ def verify(
     if not _State.quiet:
         out.print(table)
     if report.reference_skipped:
-        say(f"[yellow]Reference comparison skipped:[/yellow] {report.reference_skipped}")
+        say(f"[yellow]Reference comparison skipped:[/yellow] {escape(str(report.reference_skipped))}")
     if not report.ok:
         failed = [r.stage for r in report.rows if not r.ok]
         err.print(f"[red]verify failed at {len(failed)} stage(s): {', '.join(failed[:5])}[/red]")
@@ -162,13 +193,27 @@ def models() -> None:
 _MODEL_HELP = "Registry name (videomt models), hub id, directory or checkpoint file. Default: the registry's default."
 
 
+@contextmanager
 def _progress_bar():
+    """A Rich progress bar on stderr (silent under --quiet).
+
+    When the block fails the bar is erased, so a user error leaves exactly one red line on stderr
+    (the error), not a half-drawn bar above it.
+    """
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=err, disable=_State.quiet, transient=False)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=err, disable=_State.quiet, transient=False)
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True  # a terminal: erase the bar
+            bar.live.stop()
+            bar.disable = True  # so Progress.stop adds no blank line (it does on pipes and files)
+            raise
 
 
 def _run_with_progress(predictor, source: str, label: str, **window):
@@ -198,9 +243,10 @@ def _default_output(source: str, suffix: str) -> Path:
 
 @app.command(epilog="Examples:\n\n  videomt segment input.mp4 -o out.json\n\n"
                     "  videomt segment input.mp4 -o masks/ --format png --stride 2 --start 10s --end 20s\n\n"
-                    "  videomt segment frames_dir/ -o out.coco.json --format coco --classes person,dog")
+                    "  videomt segment frames_dir/ -o out.coco.json --format coco --classes person,dog\n\n"
+                    "  videomt segment --dataset valid.json -o results.json  (then: videomt eval results.json valid.json)")
 def segment(
-    source: str = typer.Argument(..., help="Video file or folder of frame images."),
+    source: Optional[str] = typer.Argument(None, help="Video file or folder of frame images (none with --dataset)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file or folder (default: "
                                           "<input>.json beside the input)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="ytvis, ytvis-dataset, coco, png or overlay "
@@ -221,25 +267,60 @@ def segment(
     score_threshold: float = typer.Option(0.0, "--score-threshold", min=0.0, max=1.0, help="Drop results below this score."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names or ids to keep."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Run every video of this YouTube-VIS dataset "
+                                           "JSON into one results file for eval (then give no SOURCE)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="With --dataset: the folder its "
+                                              "file_names are relative to (default: found beside the JSON)."),
+    quiet: bool = _quiet_option(),
 ) -> None:
-    """Segment and track objects in a video; write YouTube-VIS JSON, COCO JSON, PNG masks or an overlay."""
-    from videomt_cli import writers
-    from videomt_cli.predictor import Predictor, TimeSpec
+    """Segment and track objects in a video; write YouTube-VIS JSON, COCO JSON, PNG masks or an overlay.
+
+    Output files appear only when the run succeeds (written to a temporary name, then renamed):
+    an interrupted or failed run leaves nothing behind.
+    """
+    from videomt_cli import video, writers
+
+    _set_quiet(quiet)
+    if dataset is None and source is None:
+        raise typer.BadParameter("give a video file or frame folder, or --dataset GT.json.", param_hint="SOURCE")
+    if dataset is not None and source not in (None, "-"):
+        raise typer.BadParameter("give either SOURCE or --dataset, not both.", param_hint="SOURCE")
+    # Cheap checks first, the model (seconds to load, maybe a download) last: a missing or unreadable
+    # input, a bad --start, an unknown --format or an existing output fail at once.
+    if dataset is None:
+        video.probe(source)
+    from videomt_cli.predictor import TimeSpec  # imports torch: after the checks that need none
 
     window = dict(start=TimeSpec.parse(start, "--start"), end=TimeSpec.parse(end, "--end"), stride=stride)
-    output = output or _default_output(source, ".json")
-    # Open (and so validate) the sink before the long run: a bad format or an existing output fails fast.
-    with writers.open_sink(output, fmt, overwrite=overwrite) as sink:
+
+    def make_predictor():
+        from videomt_cli.predictor import Predictor
+
         predictor = Predictor.from_model(model, device=device, dtype=dtype, task=task, min_size=min_size,
                                          chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
         predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
         for warning in predictor.warnings:
-            err.print(f"[yellow]Warning:[/yellow] {warning}")
+            warn(warning)
+        return predictor
+
+    if dataset is not None:
+        if output is None:
+            raise InputError("--dataset needs -o RESULTS.json.")
+        if fmt is not None and writers.format_for(output, fmt) != "ytvis":
+            raise InputError("--dataset writes one YouTube-VIS results file (--format ytvis), for videomt eval.")
+        _segment_dataset(dataset, output, image_root, overwrite, make_predictor, window)
+        return
+    output = output or _default_output(source, ".json")
+    # Open (and so validate) the sink before the long run: a bad format or an existing output fails fast.
+    with writers.open_sink(output, fmt, overwrite=overwrite) as sink:
+        predictor = make_predictor()
         result = _run_with_progress(predictor, source, "segment", **window)
         for warning in result.video.warnings:
-            err.print(f"[yellow]Warning:[/yellow] {warning}")
+            warn(warning)
         sink.add(result)
-    say(f"[green]Wrote[/green] {output}  ({len(result.segments)} results, {len(result.processed)} frames)")
+        for warning in getattr(sink, "warnings", []):  # the overlay writer's (odd sizes, audio)
+            warn(warning)
+    wrote(output, f"  ({len(result.segments)} results, {len(result.processed)} frames)")
 
 
 @app.command(epilog="Examples:\n\n  videomt overlay input.mp4\n\n  videomt overlay input.mp4 --from out.json -o drawn.mp4")
@@ -264,36 +345,162 @@ def overlay(
                                           "scoring at least this."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names or ids to draw."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    quiet: bool = _quiet_option(),
 ) -> None:
     """Draw masks, contours and 'id label score' on the video (H.264, same frames, timing and audio)."""
-    from videomt_cli import writers
-    from videomt_cli.predictor import Predictor
+    from videomt_cli import video, writers
 
+    _set_quiet(quiet)
+    video.probe(source)  # a missing or unreadable input fails before any model loads
     output = output or _default_output(source, ".overlay.mp4")
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists; pass --overwrite to replace it.")
-    if results is not None:
-        from videomt_cli import labels as label_tables, registry
+    # Open (and so validate: suffix, existing file, folder) the destination before the model runs,
+    # as segment does: a bad -o must not cost a whole run.
+    with writers.open_sink(output, "overlay", overwrite=overwrite, alpha=alpha) as sink:
+        if results is not None:
+            from videomt_cli import labels as label_tables
+            from videomt_cli.predictor import model_categories
 
-        entry = registry.match(model) if model else registry.default()
-        cats = label_tables.categories(label_tables_name) if label_tables_name else (
-            label_tables.categories(entry.labels) if entry else label_tables.categories("ytvis2019"))
-        wanted = label_tables.resolve_classes(classes.split(","), cats) if classes else None
-        result = writers.read_results(results, source, cats, video_id=video_id,
-                                      score_threshold=score_threshold, class_ids=wanted)
-    else:
-        predictor = Predictor.from_model(model, device=device, dtype=dtype, task=task, min_size=min_size,
-                                         chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
-        predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
-        result = _run_with_progress(predictor, source, "segment")
+            cats = (label_tables.categories(label_tables_name) if label_tables_name
+                    else model_categories(model))
+            wanted = label_tables.resolve_classes(classes.split(","), cats) if classes else None
+            result = writers.read_results(results, source, cats, video_id=video_id,
+                                          score_threshold=score_threshold, class_ids=wanted)
+        else:
+            from videomt_cli.predictor import Predictor
+
+            predictor = Predictor.from_model(model, device=device, dtype=dtype, task=task, min_size=min_size,
+                                             chunk_size=chunk_size, max_num=max_num,
+                                             score_threshold=score_threshold)
+            predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
+            for warning in predictor.warnings:
+                warn(warning)
+            result = _run_with_progress(predictor, source, "segment")
+            for warning in result.video.warnings:
+                warn(warning)
+        with _progress_bar() as bar:
+            task_id = bar.add_task("overlay", total=result.video.num_frames, rate="")
+            sink.progress = lambda done, total: bar.update(task_id, completed=done, total=total)
+            sink.add(result, source_path=source)
+        for warning in sink.warnings:  # odd sizes, audio the container cannot hold
+            warn(warning)
+    wrote(output)
+
+
+# ----------------------------------------------------------------------------- datasets: segment --dataset, eval, synth, train
+
+
+def _segment_dataset(dataset: Path, output: Path, image_root: Optional[Path], overwrite: bool, make_predictor,
+                     window: dict) -> None:
+    """Run every video of a YouTube-VIS dataset into one results file whose video ids match it."""
+    from videomt_cli import writers, ytvis
+
+    videos = ytvis.videos(dataset, image_root)
+    with writers.open_sink(output, "ytvis", overwrite=overwrite) as sink:
+        predictor = make_predictor()
+        with _progress_bar() as bar:
+            task_id = bar.add_task("videos", total=len(videos), rate="")
+            for done, item in enumerate(videos, start=1):
+                result = predictor.run(str(item.source), video_id=item.id, **window)
+                for warning in result.video.warnings:
+                    warn(f"video {item.id}: {warning}")
+                sink.add(result)
+                bar.update(task_id, completed=done)
+    wrote(output, f"  ({len(videos)} videos)")
+
+
+@app.command("eval", epilog="Example: videomt eval results.json valid.json --json")
+def evaluate_command(
+    predictions: Path = typer.Argument(..., help="YouTube-VIS results JSON (what segment writes)."),
+    ground_truth: Path = typer.Argument(..., help="YouTube-VIS dataset JSON with the true annotations."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (AP, AP50, AP75, AR1, AR10 in percent)."),
+) -> None:
+    """Score video instance segmentation results: YouTube-VIS AP, AP50, AP75, AR1, AR10."""
+    import json
+    import math
+
+    from videomt_cli.evaluate import evaluate
+
+    metrics = evaluate(predictions, ground_truth)
+    keys = ("AP", "AP50", "AP75", "AR1", "AR10")
+    if as_json:
+        print(json.dumps({k: (None if math.isnan(metrics[k]) else round(metrics[k], 3)) for k in keys}))
+        return
+    table = Table(title=f"YouTube-VIS evaluation of {predictions.name}")
+    for k in keys:
+        table.add_column(k, justify="right")
+    table.add_row(*(f"{metrics[k]:.1f}" for k in keys))
+    out.print(table)
+
+
+@app.command(epilog="Example: videomt synth -o data/train --videos 400 --seed 1")
+def synth(
+    output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to create."),
+    videos: int = typer.Option(100, "--videos", min=1, max=100000, help="How many videos."),
+    seed: int = typer.Option(0, "--seed", help="Seed; use different seeds for train and held-out splits."),
+    frames: int = typer.Option(24, "--frames", min=2, max=10000, help="Frames per video."),
+    size: str = typer.Option("192x256", "--size", help="Frame size HxW."),
+    mp4: bool = typer.Option(False, "--mp4", help="Also write each video as an H.264 mp4."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+    quiet: bool = _quiet_option(),
+) -> None:
+    """Generate a synthetic video instance segmentation dataset (YouTube-VIS format) of moving shapes."""
+    from videomt_cli import synth as generator
+
+    _set_quiet(quiet)
     with _progress_bar() as bar:
-        task_id = bar.add_task("overlay", total=result.video.num_frames, rate="")
+        bar.add_task("synth", total=None, rate="")
+        path = generator.generate(output, videos=videos, seed=seed, frames=frames, size=_parse_size(size),
+                                  write_mp4=mp4, overwrite=overwrite)
+    wrote(path)
 
-        def progress(done, total):
-            bar.update(task_id, completed=done, total=total)
 
-        writers.write_overlay(result, source, output, alpha=alpha, overwrite=overwrite, progress=progress)
-    say(f"[green]Wrote[/green] {output}")
+@app.command(epilog="Examples:\n\n  videomt train data/train/annotations.json -o runs/a --init mini --steps 2000\n\n"
+                    "  videomt train my.json -o runs/ft --init videomt-s-ytvis19 --steps 5000\n\n"
+                    "  videomt train my.json -o runs/ft --resume runs/ft")
+def train(
+    data: Path = typer.Argument(..., help="YouTube-VIS-format annotation JSON (frames or videos beside it)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for checkpoints (model.safetensors at the end)."),
+    init: str = typer.Option("small", "--init", help="A preset (tiny, mini, small, base, large: from scratch) or "
+                             "a checkpoint / registry name to fine-tune; the class head follows the dataset."),
+    steps: int = typer.Option(40000, "--steps", min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Clips per step."),
+    clip_frames: int = typer.Option(5, "--clip-frames", min=1, help="Consecutive frames per clip."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate."),
+    llrd: float = typer.Option(0.6, "--llrd", min=0.0, max=1.0, help="Layer-wise lr decay of the ViT blocks."),
+    crop: str = typer.Option("640x640", "--crop", help="Training crop HxW (multiples of 32)."),
+    short_side: str = typer.Option("320,640", "--short-side", help="Random short-side range before the crop."),
+    max_long_side: int = typer.Option(768, "--max-long-side", min=32, help="Cap of the long side."),
+    num_points: int = typer.Option(12544, "--num-points", min=16, help="Points sampled per mask for the mask losses."),
+    grad_clip: float = typer.Option(0.01, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the file_names are relative to."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Data loader processes."),
+    save_every: int = typer.Option(1000, "--save-every", min=0, help="Checkpoint every N steps (0: only the last)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the run (data order, augmentation, init)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue exactly from a run folder or checkpoint."),
+    quiet: bool = _quiet_option(),
+) -> None:
+    """Train or fine-tune VidEoMT on a YouTube-VIS-format dataset."""
+    from videomt_cli.train import TrainConfig, train as run_training
+
+    _set_quiet(quiet)
+    low, high = (int(v) for v in (short_side.replace("x", ",").split(",") * 2)[:2])
+    cfg = TrainConfig(data=str(data), output=str(output), init=init, image_root=str(image_root) if image_root else None,
+                      steps=steps, batch_size=batch_size, lr=lr, llrd=llrd, grad_clip=grad_clip,
+                      clip_frames=clip_frames, crop_size=_parse_size(crop), short_side=(low, high),
+                      max_long_side=max_long_side, num_workers=workers, num_points=num_points, device=device,
+                      precision=precision, seed=seed, save_every=save_every,
+                      resume=str(resume) if resume else None)
+    with _progress_bar() as bar:
+        task_id = bar.add_task("train", total=steps, rate="")
+
+        def progress(step, total, losses, current_lr):
+            bar.update(task_id, completed=step, total=total,
+                       rate=f"loss {losses['loss']:.3f}  lr {current_lr:.2e}")
+
+        path = run_training(cfg, progress=progress)
+    wrote(path)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -304,11 +511,17 @@ def main() -> None:
     try:
         app()  # standalone: Typer prints usage errors itself and exits 2
     except VideoMTError as e:
-        err.print(f"[red]Error:[/red] {e}", highlight=False, soft_wrap=True, markup=True)
+        # escape: messages quote paths and lists ([1, 2], a folder named [old]) that Rich would eat as markup.
+        err.print(f"[red]Error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised outside Typer's own handling (e.g. while importing)
         err.print("[red]Interrupted.[/red]")
         sys.exit(130)
+    except SystemExit as e:
+        # Typer turns a Ctrl-C inside a command into a silent exit 130; say why the run stopped.
+        if e.code == 130:
+            err.print("[red]Interrupted.[/red]")
+        raise
 
 
 if __name__ == "__main__":

@@ -162,27 +162,29 @@ class Predictor:
         geometry = preprocess.compute_geometry(info.height, info.width, self.min_size, self.max_size)
         total = _expected_frames(info, start, end, stride)
         processed: list[int] = []
-        for pass_index in range(accumulator.passes):
-            pass_info = info if pass_index == 0 else video.probe(source)
-            frames = _window(video.read_frames(pass_info), start, end, stride)
-            done = 0
-            state = None
-            with video.read_ahead(frames) as queue:
-                for chunk in _chunks(queue, self.chunk_size):
-                    class_logits, mask_logits, state = self._forward(chunk, geometry, state)
-                    indices = [f.index for f in chunk]
-                    accumulator.add(pass_index, indices, class_logits, mask_logits, geometry)
-                    if pass_index == 0:
-                        processed.extend(indices)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total, pass_index, accumulator.passes)
-            if pass_index == 0:
-                info = pass_info
-        if not processed:
-            raise InputError(f"No frame of {source} falls in the requested --start/--end range "
-                             f"(the video has {info.num_frames} frames).")
-        segments = accumulator.result(num_frames=info.num_frames)
+        # The accumulator spills masks to a temporary file: close it on every exit (errors, Ctrl-C too).
+        with accumulator:
+            for pass_index in range(accumulator.passes):
+                pass_info = info if pass_index == 0 else video.probe(source)
+                frames = _window(video.read_frames(pass_info), start, end, stride)
+                done = 0
+                state = None
+                with video.read_ahead(frames) as queue:
+                    for chunk in _chunks(queue, self.chunk_size):
+                        class_logits, mask_logits, state = self._forward(chunk, geometry, state)
+                        indices = [f.index for f in chunk]
+                        accumulator.add(pass_index, indices, class_logits, mask_logits, geometry)
+                        if pass_index == 0:
+                            processed.extend(indices)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total, pass_index, accumulator.passes)
+                if pass_index == 0:
+                    info = pass_info
+            if not processed:
+                raise InputError(f"No frame of {source} falls in the requested --start/--end range "
+                                 f"(the video has {info.num_frames} frames).")
+            segments = accumulator.result(num_frames=info.num_frames)
         return VideoResult(video=info, task=self.task, categories=self.categories, segments=segments,
                            video_id=video_id, processed=processed)
 
@@ -243,11 +245,29 @@ def _check_window(info: VideoInfo, start: TimeSpec | None, end: TimeSpec | None)
             raise InputError("--end must be after --start.")
 
 
+def model_categories(model: str | None = None) -> list[Category]:
+    """The categories (dataset ids and names, head order) a model's results use, e.g. to draw a
+    results file again: a registry model's label table without loading it, else the checkpoint's."""
+    entry = registry.default() if model is None else registry.match(model)
+    if _has_table(entry):
+        return labels.categories(entry.labels)
+    return _categories_for(checkpoint.load_model(model), None)
+
+
+def _has_table(entry: registry.ModelEntry | None) -> bool:
+    return entry is not None and entry.labels.lower() in labels.dataset_names() + list(labels.ALIASES)
+
+
 def _categories_for(loaded: checkpoint.Loaded, entry: registry.ModelEntry | None) -> list[Category]:
     """The dataset's categories for a known model; else the checkpoint's names; else generic ones."""
     k = loaded.config.num_classes
-    if entry is not None:
+    if _has_table(entry):
         cats = labels.categories(entry.labels)
         if len(cats) == k:
             return cats
-    return labels.generic_categories(k, names=loaded.labels)
+    generic = labels.generic_categories(k, names=loaded.labels)
+    ids = loaded.meta.get("category_ids")  # written by `videomt train`: the dataset's ids in head order
+    if isinstance(ids, list) and len(ids) == k:
+        for category, cid in zip(generic, ids):
+            category.id = int(cid)
+    return generic

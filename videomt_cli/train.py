@@ -81,6 +81,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from videomt_cli import checkpoint
+from videomt_cli.ytvis import image_root as _image_root
+from videomt_cli.ytvis import load as _load_json
 from videomt_cli.config import PRESETS, preset
 from videomt_cli.errors import DatasetError, InputError, TrainingError
 from videomt_cli.losses import ClipTarget, LossConfig, Predictions, VideoSetCriterion
@@ -205,32 +207,6 @@ class _Video:
     frames: list[Path] | None = None  # image files, or
     video_file: Path | None = None  # one video file
     tracks: list[_Track] = field(default_factory=list)
-
-
-def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(f"Dataset annotation file {path} does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path} is not valid JSON ({e}).") from None
-    if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
-        raise DatasetError(f"{path} is not a YouTube-VIS annotation file: it needs a 'videos' list.")
-    return data
-
-
-def _image_root(json_path: Path, given: str | None, videos: list[dict]) -> Path:
-    if given is not None:
-        return Path(given).expanduser()
-    here = json_path.parent
-    candidates = [here, here / "JPEGImages", here / json_path.stem / "JPEGImages"]
-    first = next((v for v in videos if v.get("file_names") or v.get("file_name")), None)
-    if first is not None:
-        rel = first["file_names"][0] if first.get("file_names") else first["file_name"]
-        for root in candidates:
-            if (root / rel).exists():
-                return root
-    return here
 
 
 class ClipDataset(Dataset):
