@@ -301,7 +301,7 @@ def test_truncated_files(tmp_path):
 
 def test_text_file_named_pth(tmp_path):
     (tmp_path / "notes.pth").write_text("these are not weights\n")
-    with pytest.raises(CheckpointError, match=r"notes\.pth is not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes\.pth is not a PyTorch checkpoint"):
         checkpoint.load_model(tmp_path / "notes.pth")
 
 

@@ -241,7 +241,7 @@ def config_from_hf(data: dict) -> VideoMTConfig:
 
 
 def config_to_hf(config: VideoMTConfig, labels: list[str] | None = None) -> dict:
-    labels = labels or [f"class_{i}" for i in range(config.num_classes)]
+    labels = labels or [f"class_{i + 1}" for i in range(config.num_classes)]  # ids count from 1
     return {
         "model_type": "videomt",
         "architectures": ["VideomtForUniversalSegmentation"],
@@ -395,12 +395,20 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, unpickling errors, EOF on truncated files, text files
-        if "Weights only load failed" in str(e):
+        import zipfile
+
+        # A text file also fails "weights only" unpickling; only a real torch archive holds objects.
+        if "Weights only load failed" in str(e) and zipfile.is_zipfile(path):
             # torch's own message suggests weights_only=False; we never run pickled code.
             raise CheckpointError(
                 f"{path} holds pickled Python objects besides tensors (a whole model object or training "
                 f"state?); videomt reads only tensors. Save model.state_dict() (or {{'model': state_dict}}) "
                 f"and pass that file."
+            ) from None
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive and this file is not "
+                f"a complete one (truncated download, or another kind of file?)."
             ) from None
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {_short(e)}); it may be "
