@@ -508,6 +508,9 @@ def train(
 
 def main() -> None:
     """Console-script entry: one red line and exit 1 for user errors, 2 for usage, 130 on Ctrl-C."""
+    from videomt_cli.predictor import keep_heap
+
+    keep_heap()
     try:
         app()  # standalone: Typer prints usage errors itself and exits 2
     except VideoMTError as e:

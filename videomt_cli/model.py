@@ -225,7 +225,8 @@ class VideoMT(nn.Module):
         x = torch.cat([queries.to(tokens.dtype), tokens], dim=1)
         for block in self.blocks[self.config.query_start :]:
             x = block(x)
-        return self.norm(x), x[:, : self.config.num_queries]
+        # clone: a view would keep the whole (B, Q + P, C) token tensor alive between calls.
+        return self.norm(x), x[:, : self.config.num_queries].clone()
 
     def predict(self, normed: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Stage 4. normed (M, Q + P, C) -> class logits (M, Q, K + 1), mask logits (M, Q, 4h, 4w)."""

@@ -218,7 +218,7 @@ def _record_ours(model: VideoMT, record: dict[str, list[Tensor]]):
 
 @contextmanager
 def _compare_reference(ref, ours: dict[str, list[Tensor]], diffs: dict[str, _Diff],
-                       prefix: str = "", layers: bool = True, patch_mask: Tensor | None = None):
+                       layers: bool = True, patch_mask: Tensor | None = None):
     """Hooks on the reference that compare each stage with ours' recorded one as it is produced.
 
     Comparing on the fly keeps only one model's activations in memory. ``patch_mask`` (B*T, N)
@@ -234,9 +234,9 @@ def _compare_reference(ref, ours: dict[str, list[Tensor]], diffs: dict[str, _Dif
             calls[name] += 1
             recorded = ours.get(name, [])
             if j < len(recorded):
-                diffs[prefix + name].add(recorded[j], out)
+                diffs[name].add(recorded[j], out)
             else:
-                diffs[prefix + name].broken = True
+                diffs[name].broken = True
         return fn
 
     def inject_mask(module, args, kwargs):
@@ -257,16 +257,13 @@ def _compare_reference(ref, ours: dict[str, list[Tensor]], diffs: dict[str, _Dif
             h.remove()
     for name, recorded in ours.items():  # ours ran a stage more often than the reference
         if (name == "embeddings" or layers) and calls[name] != len(recorded):
-            diffs[prefix + name].broken = True
+            diffs[name].broken = True
 
 
-def _reference_logits(output) -> tuple[Tensor, Tensor]:
-    """The reference's frame-major (T*B, ...) logits -> batch-major (B, T, ...) like ours."""
-    return output.class_queries_logits, output.masks_queries_logits
-
-
-def _batch_major(x: Tensor, batch: int) -> Tensor:
-    return x.unflatten(0, (-1, batch)).transpose(0, 1)
+def _reference_logits(output, batch: int) -> tuple[Tensor, Tensor]:
+    """The reference's frame-major (T*B, ...) class and mask logits -> batch-major (B, T, ...) like ours."""
+    return tuple(x.unflatten(0, (-1, batch)).transpose(0, 1)
+                 for x in (output.class_queries_logits, output.masks_queries_logits))
 
 
 # ----------------------------------------------------------------------------- invariants
@@ -380,7 +377,7 @@ def verify(loaded: checkpoint.Loaded | VideoMT, frames: int = 3, size: tuple[int
             del recorded
             rows.append(diffs["embeddings"].row("embeddings"))
             rows.extend(diffs[f"layer {i}"].row(f"layer {i}") for i in range(cfg.num_layers))
-            ref_class, ref_mask = (_batch_major(x, batch) for x in _reference_logits(ref_out))
+            ref_class, ref_mask = _reference_logits(ref_out, batch)
             for t in range(frames):
                 rows.append(compare(f"frame {t} class", one_pass.class_logits[:, t], ref_class[:, t]))
                 rows.append(compare(f"frame {t} mask", one_pass.mask_logits[:, t], ref_mask[:, t]))
@@ -400,7 +397,7 @@ def verify(loaded: checkpoint.Loaded | VideoMT, frames: int = 3, size: tuple[int
                                         layers=False, patch_mask=patch_mask.flatten(0, 1)):
                     ref_out = ref(pixel_values_videos=clip)
                 rows.append(diffs["embeddings"].row("masked patches (embeddings)"))
-                ref_class, ref_mask = (_batch_major(x, batch) for x in _reference_logits(ref_out))
+                ref_class, ref_mask = _reference_logits(ref_out, batch)
                 rows.append(compare("masked patches (class)", masked_out.class_logits, ref_class))
                 rows.append(compare("masked patches (mask)", masked_out.mask_logits, ref_mask))
             else:
