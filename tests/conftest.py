@@ -67,6 +67,16 @@ def frame_major_to_ours(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Every network in the suite is tiny: a second OpenMP thread only adds spin-wait time, which
+    on a loaded 2-core machine made tests 10x slower. torch's setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _quiet_transformers():
     """No weight-loading progress bars or load reports in the test log."""
     try:

@@ -28,15 +28,6 @@ from videomt_cli import checkpoint, cli, synth
 from videomt_cli.errors import CheckpointError, InputError, OutputError, VideoError, VideoMTError
 from videomt_cli.predictor import Predictor
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine's cores are shared; tiny models gain nothing from more threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A tiny random VidEoMT (5 classes, 8 queries) in our single-file format."""

@@ -18,16 +18,6 @@ LOW = 16  # mask logits are LOW x LOW; targets 4x that, as in training
 CFG = LossConfig(num_points=2048)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a loaded 2-core machine two threads
-    spin against each other (10x slower); restore torch's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def box(size: int, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
     m = torch.zeros(size, size, dtype=torch.bool)
     m[y0:y0 + h, x0:x0 + w] = True

@@ -22,16 +22,6 @@ from videomt_cli.records import Category
 GUARD = 1e-4  # pixels whose reference logit is this close to 0 may differ by float rounding
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every tensor here is tiny: a second OpenMP thread only adds spin-wait time, which on a
-    loaded 2-core machine made these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def categories(k: int, stuff_from: int | None = None) -> list[Category]:
     # dataset ids deliberately not the head index
     return [Category(id=10 + 3 * i, name=f"c{i}", isthing=stuff_from is None or i < stuff_from) for i in range(k)]

@@ -32,15 +32,6 @@ from videomt_cli.preprocess import PIXEL_MEAN, PIXEL_STD
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine's cores are shared; tiny models gain nothing from more threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory) -> Path:
     """A tiny random VidEoMT in our single-file format (K = 5 generic classes, ids 1..5)."""

@@ -26,16 +26,6 @@ SIZE = 64  # frames are SIZE x SIZE
 FRAMES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a loaded 2-core machine two threads
-    spin against each other (10x slower); restore torch's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _rle(mask: np.ndarray) -> dict:
     rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}

@@ -22,15 +22,6 @@ def random_tiny(use_mask_token: bool = True, seed: int = 0) -> VideoMT:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and lose seconds to them on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> VideoMT:
     return random_tiny()
