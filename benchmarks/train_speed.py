@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 from videomt_cli.config import preset  # noqa: E402
 from videomt_cli.losses import ClipTarget, LossConfig, VideoSetCriterion  # noqa: E402
 from videomt_cli.model import VideoMT  # noqa: E402
-from videomt_cli.train import TwoStageWarmupPoly, aux_blocks_for, forward_train, param_groups  # noqa: E402
+from videomt_cli.train import TwoStageWarmupPoly, aux_blocks_for, forward_train, optimizer_step, param_groups  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,18 +97,7 @@ def main(argv=None) -> None:
         sync(device)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(losses.total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        optimizer_step(losses.total, list(model.parameters()), optimizer, scheduler, scaler, 0.01)
         sync(device)
         t3 = time.perf_counter()
         if i >= args.warmup:

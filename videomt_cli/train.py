@@ -747,6 +747,24 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
+def optimizer_step(loss: Tensor, params, optimizer, scheduler, scaler, grad_clip: float) -> None:
+    """Backward, optional full-model gradient clipping, optimiser and schedule step (the grad scaler
+    unscales first, so clipping sees true gradients under fp16)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+
+
 def train(cfg: TrainConfig, progress: Progress | None = None) -> Path:
     """Train (or resume) and return the final weights' path (``OUTPUT/model.safetensors``).
 
@@ -813,19 +831,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> Path:
                                 f"(--lr) or train in fp32 (--precision fp32).")
         optimizer.zero_grad(set_to_none=True)
         lr_now = max(g["lr"] for g in optimizer.param_groups)
-        if scaler is not None:
-            scaler.scale(losses.total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            losses.total.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        optimizer_step(losses.total, params, optimizer, scheduler, scaler, cfg.grad_clip)
         if progress is not None:
             values = {"loss": float(losses.total.detach()), **{k: float(v.detach()) for k, v in losses.terms.items()}}
             progress(step + 1, cfg.steps, values, lr_now)
