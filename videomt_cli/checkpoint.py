@@ -444,10 +444,16 @@ def _resolve_hub(repo_id: str) -> Path:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - a declared dependency
         raise CheckpointError("huggingface_hub is not installed; pass --model PATH to a local checkpoint.") from None
+    import logging
+
     offline = _hub_offline()
     folder = None
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
     for filename in (HF_CONFIG, HF_WEIGHTS):
         try:
+            # The hub logs each failed request as a warning; our one-line error says it all.
+            hub_logger.setLevel(logging.ERROR)
             folder = Path(hf_hub_download(repo_id, filename, local_files_only=offline)).parent
         except Exception as e:  # offline, no network, unknown repo, gated repo: all end the same way
             why = "offline mode (HF_HUB_OFFLINE) and not in the local cache" if offline else _short(e)
@@ -456,6 +462,8 @@ def _resolve_hub(repo_id: str) -> Path:
                 f"Download it on a connected machine (hf download {repo_id} --local-dir DIR), copy DIR "
                 f"here and pass --model PATH to that folder."
             ) from None
+        finally:
+            hub_logger.setLevel(level)
     return folder
 
 

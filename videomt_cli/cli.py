@@ -176,16 +176,22 @@ def models() -> None:
     """List the known models, their task and whether their weights are on this machine."""
     from videomt_cli import registry
 
-    table = Table(title="videomt models")
-    for column in ("name", "task", "labels", "min size", "weights", "description"):
-        table.add_column(column)
+    from rich import box
+
+    table = Table(title="videomt models", box=box.SIMPLE)
+    table.add_column("name", no_wrap=True)
+    table.add_column("task")
+    table.add_column("labels")
+    table.add_column("min size", justify="right")
+    table.add_column("weights", no_wrap=True)
+    table.add_column("source", overflow="fold")
     default = registry.default().name
     for entry in registry.entries():
-        where = entry.hub or entry.file or ""
         cached = "[green]cached[/green]" if registry.is_cached(entry) else "[dim]download[/dim]"
-        name = entry.name + (" (default)" if entry.name == default else "")
-        table.add_row(name, entry.task, entry.labels, str(entry.min_size), f"{cached} {where}", entry.description)
+        name = entry.name + (" *" if entry.name == default else "")
+        table.add_row(name, entry.task, entry.labels, str(entry.min_size), cached, entry.hub or entry.file or "")
     out.print(table)
+    out.print("* the default model; `--model NAME` picks another. Descriptions: weights/registry.json.")
 
 
 # ----------------------------------------------------------------------------- segment, overlay
