@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -250,8 +251,24 @@ def test_instance_memory_does_not_grow_with_frames():
     assert peak < 2_000_000
     segments = acc.result(500)
     assert len(segments) == 5 and all(m is not None for m in segments[0].masks)
+    # The results read their masks from the spill file on access and own it from then on: it
+    # outlives the accumulator and goes (file deleted) with the last result.
+    store = weakref.ref(acc.store)
     acc.close()
-    assert acc.store._file.closed
+    del acc
+    gc.collect()
+    assert store() is not None and not store()._file.closed
+    assert segments[0].masks[499] is not None
+    del segments
+    gc.collect()
+    assert store() is None
+
+
+def test_an_accumulator_closed_without_results_deletes_its_file():
+    acc = make_accumulator("instance", categories(3))
+    spill = acc.store._file
+    acc.close()
+    assert spill.closed
 
 
 # --------------------------------------------------------------------------- against transformers

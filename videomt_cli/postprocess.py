@@ -89,6 +89,8 @@ broken by the lower flat index (the official ``topk(sorted=False)`` leaves them 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tempfile
 from array import array
 from typing import Protocol
@@ -279,6 +281,55 @@ class _SpillStore:
             self._file.close()
 
 
+class _StoreReader:
+    """Reads the masks of a result's store keys frame by frame, one frame's records cached (the
+    writers walk frames in order, segment after segment or frame after frame)."""
+
+    def __init__(self, store: _SpillStore, num_frames: int, wanted: set[int], size: tuple[int, int], empty):
+        self.store, self.num_frames, self.wanted, self.size, self.empty = store, num_frames, wanted, size, empty
+        self._frame, self._found = None, {}
+
+    def mask(self, frame: int, keys: list[int]) -> RLE | None:
+        if frame not in self.store:
+            return None
+        if frame != self._frame:
+            self._frame, self._found = frame, self.store.read(frame, self.wanted)
+        present = [self._found[k] for k in keys if k in self._found]
+        h, w = self.size
+        if not present:
+            return self.empty()
+        if len(present) == 1:
+            return {"size": [h, w], "counts": present[0]}
+        # stuff segments made of several queries: their masks are disjoint
+        union = rle.decode_many([{"size": [h, w], "counts": c} for c in present]).any(0)
+        return rle.encode(union)[0]
+
+
+class StoredMasks(Sequence):
+    """A segment's per-frame masks (RLE, or None for frames never added), read from the spill
+    file on access: ``len``, indexing and iteration work like the list they stand for."""
+
+    def __init__(self, reader: _StoreReader, keys: list[int]):
+        self._reader, self._keys = reader, list(keys)
+
+    def __len__(self) -> int:
+        return self._reader.num_frames
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._reader.mask(index, self._keys)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+
 class _Base:
     passes = 1
 
@@ -296,7 +347,9 @@ class _Base:
 
     # -- context manager / cleanup
     def close(self) -> None:
-        self.store.close()
+        # Results handed out read their masks from the store: they own it from then on.
+        if not getattr(self, "_handed_out", False):
+            self.store.close()
 
     def __enter__(self):
         return self
@@ -345,27 +398,19 @@ class _Base:
             self._empty[(h, w)] = rle.empty(h, w)
         return self._empty[(h, w)]
 
-    def _frame_masks(self, num_frames: int, keys: list[list[int]]) -> list[list[RLE | None]]:
-        """Per output entry e (a list of store keys), its per-frame RLE: union of those keys' masks."""
+    def _frame_masks(self, num_frames: int, keys: list[list[int]]) -> list["StoredMasks"]:
+        """Per output entry e (a list of store keys), its per-frame RLE: union of those keys' masks.
+
+        The masks stay in the spill file and are read when a writer asks for a frame, so a
+        result costs memory per frame only while it is written. The result keeps the file open
+        (``close`` leaves it to them); it is deleted when the last result goes away.
+        """
         if self.geometry is not None and any(f >= num_frames for f in self.store._frames):
             raise InputError(f"num_frames {num_frames} is smaller than an added frame index.")
         h, w = self.geometry.original if self.geometry is not None else (0, 0)
-        wanted = {k for ks in keys for k in ks}
-        out: list[list[RLE | None]] = [[None] * num_frames for _ in keys]
-        for f in range(num_frames):
-            if f not in self.store:
-                continue
-            found = self.store.read(f, wanted)
-            for e, ks in enumerate(keys):
-                present = [found[k] for k in ks if k in found]
-                if not present:
-                    out[e][f] = self._empty_rle()
-                elif len(present) == 1:
-                    out[e][f] = {"size": [h, w], "counts": present[0]}
-                else:  # stuff segments made of several queries: their masks are disjoint
-                    union = rle.decode_many([{"size": [h, w], "counts": c} for c in present]).any(0)
-                    out[e][f] = rle.encode(union)[0]
-        return out
+        reader = _StoreReader(self.store, num_frames, {k for ks in keys for k in ks}, (h, w), self._empty_rle)
+        self._handed_out = True
+        return [StoredMasks(reader, ks) for ks in keys]
 
     def _keep(self, category_id: int, score: float) -> bool:
         if self.class_ids is not None and category_id not in self.class_ids:
