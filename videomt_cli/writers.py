@@ -334,10 +334,17 @@ class YtvisResultsSink(Sink):
         self.open()
         _check_lengths(result)
         for seg in result.segments:
-            entry = {"video_id": result.video_id, "category_id": int(seg.category_id), "score": float(seg.score),
-                     "segmentations": [_rle(m) for m in seg.masks]}
+            head = {"video_id": result.video_id, "category_id": int(seg.category_id), "score": float(seg.score)}
             self._f.write(b"\n" if self._first else b",\n")
-            _dump(entry, self._f)
+            # The same bytes as dumping the whole entry, written mask by mask: a long video's
+            # segmentations never sit in memory as one list.
+            self._f.write(json.dumps(head, separators=(",", ":"), allow_nan=False)[:-1].encode("utf-8"))
+            self._f.write(b',"segmentations":[')
+            for i, mask in enumerate(seg.masks):
+                if i:
+                    self._f.write(b",")
+                _dump(_rle(mask), self._f)
+            self._f.write(b"]}")
             self._first = False
         self.count += 1
 
