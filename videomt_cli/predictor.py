@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from videomt_cli import checkpoint, labels, postprocess, preprocess, registry, video
@@ -95,6 +96,15 @@ class TimeSpec:
 
     def reached(self, index: int, time: float) -> bool:
         return index >= self.frame if self.frame is not None else time >= self.seconds - 1e-9
+
+
+def _frames_in(info: VideoInfo, start: TimeSpec | None, end: TimeSpec | None, stride: int) -> Iterator[video.Frame]:
+    """The frames a run processes. Frame-number bounds go to the reader, which then skips the RGB
+    conversion (the real cost of decoding) of every frame it does not yield; time bounds are only
+    known per frame (variable frame rate), so those frames are filtered as they come."""
+    if all(spec is None or spec.frame is not None for spec in (start, end)):
+        return video.read_frames(info, start.frame if start else None, end.frame if end else None, stride)
+    return _window(video.read_frames(info), start, end, stride)
 
 
 def _window(frames: Iterable[video.Frame], start: TimeSpec | None, end: TimeSpec | None,
@@ -184,7 +194,7 @@ class Predictor:
         with accumulator:
             for pass_index in range(accumulator.passes):
                 pass_info = info if pass_index == 0 else video.probe(source)
-                frames = _window(video.read_frames(pass_info), start, end, stride)
+                frames = _frames_in(pass_info, start, end, stride)
                 done = 0
                 state = None
                 with video.read_ahead(frames) as queue:
@@ -209,16 +219,10 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, chunk: list[video.Frame], geometry, state):
         """uint8 frames -> (class logits (T, Q, K+1), mask logits (T, Q, h4, w4)) in float32, state."""
-        images = torch.from_numpy(_stack([f.image for f in chunk]))
+        images = torch.from_numpy(np.stack([f.image for f in chunk]))
         pixels = preprocess.preprocess(images, geometry, device=self.device, dtype=self.dtype)
         outputs, state = self.model(pixels.unsqueeze(0), state)
         return outputs.class_logits[0].float(), outputs.mask_logits[0].float(), state
-
-
-def _stack(images):
-    import numpy as np
-
-    return np.stack(images)
 
 
 def _chunks(frames: Iterable, size: int) -> Iterator[list]:
