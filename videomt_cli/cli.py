@@ -241,6 +241,17 @@ def _run_with_progress(predictor, source: str, label: str, **window):
         return predictor.run(source, progress=progress, **window)
 
 
+def _make_predictor(model: Optional[str], *, classes: Optional[str], **options):
+    """Load the model for segment/overlay, with the --classes filter; print its warnings."""
+    from videomt_cli.predictor import Predictor  # imports torch: only once the inputs checked out
+
+    predictor = Predictor.from_model(model, **options)
+    predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
+    for warning in predictor.warnings:
+        warn(warning)
+    return predictor
+
+
 def _default_output(source: str, suffix: str) -> Path:
     path = Path(source)
     stem = path.name if path.is_dir() else path.stem
@@ -300,14 +311,9 @@ def segment(
     window = dict(start=TimeSpec.parse(start, "--start"), end=TimeSpec.parse(end, "--end"), stride=stride)
 
     def make_predictor():
-        from videomt_cli.predictor import Predictor
-
-        predictor = Predictor.from_model(model, device=device, dtype=dtype, task=task, min_size=min_size,
-                                         chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
-        predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
-        for warning in predictor.warnings:
-            warn(warning)
-        return predictor
+        return _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
+                               chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold,
+                               classes=classes)
 
     if dataset is not None:
         if output is None:
@@ -372,14 +378,9 @@ def overlay(
             result = writers.read_results(results, source, cats, video_id=video_id,
                                           score_threshold=score_threshold, class_ids=wanted)
         else:
-            from videomt_cli.predictor import Predictor
-
-            predictor = Predictor.from_model(model, device=device, dtype=dtype, task=task, min_size=min_size,
-                                             chunk_size=chunk_size, max_num=max_num,
-                                             score_threshold=score_threshold)
-            predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
-            for warning in predictor.warnings:
-                warn(warning)
+            predictor = _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
+                                        chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold,
+                                        classes=classes)
             result = _run_with_progress(predictor, source, "segment")
             for warning in result.video.warnings:
                 warn(warning)
