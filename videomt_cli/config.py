@@ -83,8 +83,10 @@ PRESETS: dict[str, VideoMTConfig] = {
     "base": VideoMTConfig(hidden_size=768, num_layers=12, num_heads=12, num_query_blocks=3),
     "large": VideoMTConfig(hidden_size=1024, num_layers=24, num_heads=16, num_query_blocks=4),
     # A small network that trains from scratch on the CPU in under an hour (the bundled model).
+    # 8-pixel patches (one upscale block keeps the masks at stride 4): at the ~128-pixel inputs it
+    # runs on, a 16-pixel patch is as large as a small object and hides its shape.
     "mini": VideoMTConfig(hidden_size=128, num_layers=6, num_heads=2, num_query_blocks=2,
-                          num_queries=12, num_classes=3, image_size=128),
+                          num_queries=12, num_classes=3, image_size=128, patch_size=8, num_upscale_blocks=1),
     # Tiny seeded networks for tests and examples: same code paths, milliseconds per frame. Head
     # width 64 as in every DINOv2, so official-format files (which store no head count) round-trip.
     "tiny": VideoMTConfig(hidden_size=128, num_layers=4, num_heads=2, num_query_blocks=2,

@@ -7,9 +7,10 @@ For training and testing a small VidEoMT without downloading anything::
     val = synth.generate("data/val", videos=20, seed=1)        # another seed: other videos
 
 Each video holds 1-4 objects. An object's class is its shape (``circle``, ``square``, ``triangle``
-by default; ``star``, ``hexagon`` and ``cross`` too); its colour is random, so colour says nothing
-about the class. Objects move (velocity and a slight acceleration), scale and rotate, enter and
-leave the frame, and occlude each other in a fixed depth order: an object's mask holds only its
+by default; ``star``, ``hexagon`` and ``cross`` too); its colour is tinted by the class (class i of
+K has hues near i / K of the colour wheel, any saturation and brightness), a cue as in many real
+categories. Objects move (velocity and a slight acceleration), scale and rotate, enter and leave
+the frame, and occlude each other in a fixed depth order: an object's mask holds only its
 visible pixels. With probability ``occlusion_prob`` a video is scripted so that one object passes
 fully behind a larger one for 2-5 frames and comes out again (same track). Backgrounds are textured
 (gradient, low-frequency colour clouds, stripes, soft blobs, static grain) and pan slowly; every
@@ -33,6 +34,7 @@ annotations (and frames); video ``i`` does not depend on how many videos are gen
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
@@ -53,7 +55,7 @@ ANNOTATIONS_NAME = "annotations.json"
 FRAMES_DIR = "JPEGImages"
 VIDEOS_DIR = "videos"
 JPEG_QUALITY = 95
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: class-tinted colours, larger objects
 
 # Radius of the largest circle inside each shape, as a fraction of its circumradius (what an
 # occluder must cover). The star and the cross are too thin to hide anything reliably.
@@ -225,8 +227,7 @@ def plan_video(seed: int, index: int, frames: int = 24, size: tuple[int, int] = 
     name = name or f"s{seed}_{index:05d}"
     plan = None
     for _attempt in range(200):
-        colours = _colours(rng, n, bg_mean)
-        objs = [_random_object(rng, T, h, w, classes, colours[k]) for k in range(n)]
+        objs = [_random_object(rng, T, h, w, classes) for k in range(n)]
         depth = list(rng.permutation(n))
         occlusion = None
         if occlude:
@@ -237,8 +238,10 @@ def plan_video(seed: int, index: int, frames: int = 24, size: tuple[int, int] = 
                 if depth[0] < depth[1]:
                     depth[0], depth[1] = depth[1], depth[0]
                 occlusion = {"hidden": 1, "occluder": 0}
+        colours = _colours(rng, [o.category_id - 1 for o in objs], len(classes), bg_mean)
         for k, o in enumerate(objs):
             o.depth = int(depth[k])
+            o.colour = colours[k]
         plan = VideoPlan(name=name, height=h, width=w, frames=T, objects=objs, background=background, pan=pan,
                          noise_seed=noise_seed, occlusion=occlusion, categories=list(classes))
         _, visible = object_masks(plan)
@@ -443,13 +446,22 @@ def _pan(rng: np.random.Generator, T: int) -> np.ndarray:
     return np.clip(np.rint(pos), 0, 2 * _PAN_MARGIN).astype(np.int64)
 
 
-def _colours(rng: np.random.Generator, n: int, bg_mean: np.ndarray) -> list[tuple[int, int, int]]:
-    """n random colours, away from the background's mean colour and from each other."""
+def _colours(rng: np.random.Generator, class_indices: Sequence[int], num_classes: int,
+             bg_mean: np.ndarray) -> list[tuple[int, int, int]]:
+    """One colour per object, tinted by its class, away from the background's mean colour and
+    (where possible) from each other.
+
+    Class i of K has hues around i / K of the colour wheel (+- 0.05); saturation and brightness
+    vary freely. Colour is a cue to the class, as it is for many real categories, but the
+    backgrounds hold every hue, so the model still has to find the object.
+    """
     out: list[np.ndarray] = []
-    for _ in range(n):
+    for ci in class_indices:
         for _try in range(100):
-            c = rng.integers(0, 256, 3)
-            if np.linalg.norm(c - bg_mean) >= 80 and all(np.linalg.norm(c - o) >= 70 for o in out):
+            hue = (ci / num_classes + rng.uniform(-0.05, 0.05)) % 1.0
+            rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0))
+            c = np.rint(np.array(rgb) * 255)
+            if np.linalg.norm(c - bg_mean) >= 80 and all(np.linalg.norm(c - o) >= 40 for o in out):
                 break
         out.append(c)
     return [tuple(int(x) for x in c) for c in out]
@@ -458,10 +470,10 @@ def _colours(rng: np.random.Generator, n: int, bg_mean: np.ndarray) -> list[tupl
 # ----------------------------------------------------------------------------- motion
 
 
-def _random_object(rng, T, h, w, classes, colour) -> ObjectPlan:
+def _random_object(rng, T, h, w, classes) -> ObjectPlan:
     cls = int(rng.integers(len(classes)))
     short = min(h, w)
-    r0 = rng.uniform(0.07, 0.18) * short
+    r0 = rng.uniform(0.10, 0.22) * short
     growth = rng.uniform(-0.5, 0.5)  # log scale change over the whole video
     t = np.arange(T, dtype=np.float64)
     r = r0 * np.exp(growth * (t - T / 2) / T)
@@ -490,7 +502,7 @@ def _random_object(rng, T, h, w, classes, colour) -> ObjectPlan:
         p0 = point - v * t_cross
         acc = acc * 0.3
     pos = p0[None] + v[None] * t[:, None] + 0.5 * acc[None] * (t[:, None] ** 2)
-    return ObjectPlan(shape=classes[cls], category_id=cls + 1, colour=colour, depth=0, mode=mode,
+    return ObjectPlan(shape=classes[cls], category_id=cls + 1, colour=(0, 0, 0), depth=0, mode=mode,
                       cx=pos[:, 0], cy=pos[:, 1], r=r, theta=theta)
 
 
