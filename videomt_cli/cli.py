@@ -107,10 +107,12 @@ def convert(
     loaded = checkpoint.load_model(source)
     names = loaded.labels
     entry = registry.match(source)
-    if entry is not None:  # a known model: the dataset's names in class-head order
+    if entry is not None and label_tables.has_table(entry.labels):  # the dataset's names in head order
         names = [c.name for c in label_tables.categories(entry.labels)]
     if output.suffix == ".safetensors":
-        checkpoint.save(loaded.model, output, labels=names)
+        # dataset category ids (written by `videomt train`) travel with the names they belong to
+        ids = loaded.meta.get("category_ids") if names == loaded.labels else None
+        checkpoint.save(loaded.model, output, labels=names, **({"category_ids": ids} if ids else {}))
     else:
         checkpoint.save_hf(loaded.model, output, labels=names)
     for line in loaded.report.lines():

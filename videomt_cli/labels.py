@@ -35,6 +35,12 @@ def dataset_names() -> list[str]:
     return list(_tables())
 
 
+def has_table(dataset: str) -> bool:
+    """True when ``dataset`` names a label table (or an alias of one); registry models trained
+    elsewhere (the bundled one) carry their names and ids in the checkpoint instead."""
+    return dataset.lower() in _tables() or dataset.lower() in ALIASES
+
+
 def categories(dataset: str) -> list[Category]:
     """The categories of ``dataset`` in class-head order (a fresh list each call)."""
     key = ALIASES.get(dataset.lower(), dataset.lower())

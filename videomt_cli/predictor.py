@@ -273,11 +273,12 @@ def model_categories(model: str | None = None) -> list[Category]:
     entry = registry.default() if model is None else registry.match(model)
     if _has_table(entry):
         return labels.categories(entry.labels)
-    return _categories_for(checkpoint.load_model(model), None)
+    source = entry.source() if entry is not None and (model is None or registry.get(model)) else model
+    return _categories_for(checkpoint.load_model(source), entry)
 
 
 def _has_table(entry: registry.ModelEntry | None) -> bool:
-    return entry is not None and entry.labels.lower() in labels.dataset_names() + list(labels.ALIASES)
+    return entry is not None and labels.has_table(entry.labels)
 
 
 def _categories_for(loaded: checkpoint.Loaded, entry: registry.ModelEntry | None) -> list[Category]:
