@@ -417,6 +417,30 @@ def test_overlay_labels_come_from_the_model_of_a_results_file(tiny, videos, tmp_
     assert seen["names"] == [f"class_{i}" for i in range(1, 6)]
 
 
+def test_overlay_from_results_of_the_default_model_names_its_classes(videos, tmp_path, monkeypatch):
+    """The bundled default model keeps its class names in the checkpoint (no label table)."""
+    from videomt_cli import writers
+
+    results = tmp_path / "r.json"
+    ok(invoke("segment", videos["ntsc"]["path"], "-o", results, "--quiet"))
+    seen = {}
+    original = writers.read_results
+
+    def spy(results, source, categories, **kwargs):
+        seen["categories"] = [(c.id, c.name) for c in categories]
+        return original(results, source, categories, **kwargs)
+
+    monkeypatch.setattr(writers, "read_results", spy)
+    ok(invoke("overlay", videos["ntsc"]["path"], "-o", tmp_path / "d.mp4", "--from", results))
+    assert seen["categories"] == [(1, "circle"), (2, "square"), (3, "triangle")]
+
+
+def test_convert_the_bundled_model_keeps_names_and_dataset_ids(tmp_path):
+    ok(invoke("convert", "videomt-mini-synth", "-o", tmp_path / "copy.safetensors"))
+    loaded = checkpoint.load_model(tmp_path / "copy.safetensors")
+    assert loaded.labels == ["circle", "square", "triangle"] and loaded.meta["category_ids"] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("output, fmt, kind", [
     ("r.coco.json", "coco", "coco"),
     ("masks", "png", "png"),
@@ -492,6 +516,20 @@ def test_synth_then_train_then_segment_with_the_trained_model(tmp_path):
     # The trained checkpoint carries the dataset's category ids, so eval accepts its results.
     assert entries and {e["category_id"] for e in entries} <= known
     ok(invoke("eval", results, gt, "--json"))
+
+
+def test_fine_tune_from_a_registry_name(tmp_path):
+    """`--init NAME` takes registry names (README, fine-tuning): here the bundled model, on a
+    dataset with one class it knows and one it does not."""
+    data = tmp_path / "data"
+    gt = synth.generate(data, videos=1, seed=0, frames=3, size=(64, 96), classes=("square", "star"))
+    run = tmp_path / "run"
+    result = ok(invoke("train", gt, "-o", run, "--init", "videomt-mini-synth", "--steps", "1", "--batch-size", "1",
+                       "--clip-frames", "2", "--crop", "64x96", "--short-side", "64,64", "--num-points", "64",
+                       "--save-every", "0"))
+    loaded = checkpoint.load_model(run / "model.safetensors")
+    assert loaded.labels == ["square", "star"] and loaded.config.patch_size == 8
+    assert "Wrote" in result.stdout
 
 
 def test_train_refuses_a_dataset_that_does_not_exist(tmp_path):

@@ -478,9 +478,16 @@ def looks_like_hub_id(text: str) -> bool:
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> Loaded:
-    """Load a VidEoMT from an official ``.pth``, a Hugging Face dir or hub id, or our ``.safetensors``."""
+    """Load a VidEoMT from an official ``.pth``, a Hugging Face dir or hub id, our ``.safetensors``,
+    or a registry name (``videomt-mini-synth``, ``videomt-s-ytvis19``)."""
+    from videomt_cli import registry
+
     text = str(source)
     path = Path(text).expanduser()
+    entry = None if path.exists() else registry.get(text)
+    if entry is not None:
+        text = entry.source()
+        path = Path(text)
     if not path.exists():
         if looks_like_hub_id(text):
             path = _resolve_hub(text)
