@@ -145,7 +145,7 @@ class Predictor:
                    task: str | None = None, min_size: int | None = None, **options) -> "Predictor":
         """Load a model by registry name, hub id, directory or file (None: the registry default)."""
         entry = registry.default() if model is None else registry.match(model)
-        source = entry.source() if entry is not None and (model is None or registry.get(model)) else model
+        source = entry.source() if model is None else model  # load_model resolves registry names
         if dtype not in DTYPES:
             raise InputError(f"Unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
         torch_device = pick_device(device)
@@ -273,8 +273,7 @@ def model_categories(model: str | None = None) -> list[Category]:
     entry = registry.default() if model is None else registry.match(model)
     if _has_table(entry):
         return labels.categories(entry.labels)
-    source = entry.source() if entry is not None and (model is None or registry.get(model)) else model
-    return _categories_for(checkpoint.load_model(source), entry)
+    return _categories_for(checkpoint.load_model(entry.source() if model is None else model), entry)
 
 
 def _has_table(entry: registry.ModelEntry | None) -> bool:
