@@ -8,7 +8,9 @@ matching, point-sampled losses, backward, clipping, AdamW with layer-wise lr dec
 The batch is synthetic and in memory (random pixels, 3 moving boxes per clip as tracks, one of them
 appearing mid-clip), so the numbers are the model + loss + optimiser cost without data loading. Each
 step is split into forward, loss (matching + point sampling) and backward + optimiser; medians over
-the timed steps.
+the timed steps. The reference, timed in the same loop (interleaved, so machine load hits both
+alike), is an inference forward of the same batch (``model(frames)`` under ``no_grad``): the ratio
+"step / inference" is what to compare across machines.
 """
 
 from __future__ import annotations
@@ -84,9 +86,17 @@ def main(argv=None) -> None:
     frames, targets = synthetic_batch(args.batch, args.frames, args.size, args.classes, gen)
     frames, targets = frames.to(device), [t.to(device) for t in targets]
 
-    timings = {"forward": [], "loss": [], "backward+step": [], "step": []}
+    timings = {"forward": [], "loss": [], "backward+step": [], "step": [], "inference": []}
     for i in range(args.warmup + args.steps):
         sync(device)
+        r0 = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            model(frames)
+        model.train()
+        sync(device)
+        if i >= args.warmup:
+            timings["inference"].append(time.perf_counter() - r0)
         t0 = time.perf_counter()
         ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with ctx:
@@ -114,6 +124,8 @@ def main(argv=None) -> None:
         print(f"  {name:14s} {med[name] * 1000:8.1f} ms")
     print(f"  {'step':14s} {med['step'] * 1000:8.1f} ms  ->  {1 / med['step']:.2f} steps/s, "
           f"{args.batch * args.frames / med['step']:.1f} frames/s  (loss {float(losses.total.detach()):.3f})")
+    print(f"  {'inference':14s} {med['inference'] * 1000:8.1f} ms  (reference: no_grad forward of the same batch)")
+    print(f"  ratio step / inference: {med['step'] / med['inference']:.2f}x")
 
 
 if __name__ == "__main__":
