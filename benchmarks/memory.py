@@ -74,8 +74,9 @@ def make_model(path: Path, preset: str, masks: str, size: tuple[int, int], min_s
     """A seeded random ``preset`` network saved as ``path`` (videomt's .safetensors)."""
     import torch
 
-    from videomt_cli import checkpoint, config
-    from videomt_cli.model import VideoMT
+    from videomt_cli.modeling import checkpoint
+    from videomt_cli.modeling import config
+    from videomt_cli.modeling.model import VideoMT
 
     torch.manual_seed(0)
     model = VideoMT(config.preset(preset)).eval()
@@ -103,7 +104,7 @@ def blobify(model, size: tuple[int, int], min_size: int, fraction: float) -> Non
     import numpy as np
 
     from media import frame_image
-    from videomt_cli import preprocess
+    from videomt_cli.inference import preprocess
 
     width, height = size
     geometry = preprocess.compute_geometry(height, width, min_size)

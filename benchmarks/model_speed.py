@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from videomt_cli import config  # noqa: E402
-from videomt_cli.model import VideoMT  # noqa: E402
+from videomt_cli.modeling import config  # noqa: E402
+from videomt_cli.modeling.model import VideoMT  # noqa: E402
 from videomt_cli.verify import build_reference  # noqa: E402
 
 
@@ -53,8 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def keep_heap() -> bool:
-    """The same allocator tuning the CLI applies at start-up (videomt_cli.predictor.keep_heap)."""
-    from videomt_cli.predictor import keep_heap as tune
+    """The same allocator tuning the CLI applies at start-up (videomt_cli.modeling.device.keep_heap)."""
+    from videomt_cli.modeling.device import keep_heap as tune
 
     return tune()
 

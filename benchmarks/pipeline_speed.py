@@ -5,8 +5,8 @@ A 1280x720 H.264 clip (moving squares on a gradient, ``tests/media.py``) goes th
 - **ours**: ``Predictor.run`` (decode in a read-ahead thread, shortest-edge resize to
   ``--min-size`` (448: 448x800 network input), chunks of 8 frames with the query state carried,
   streaming instance post-processing with RLE and spill file) and the YouTube-VIS results JSON
-  written with ``writers.open_sink``; with ``--dtype fp32`` and, as a third line, ``bf16``;
-- **transformers**: the same PyAV decode (``video.read_frames``, no read-ahead thread), every frame
+  written with ``sinks.open_sink``; with ``--dtype fp32`` and, as a third line, ``bf16``;
+- **transformers**: the same PyAV decode (``io.read.read_frames``, no read-ahead thread), every frame
   resized to the processor's stored 640x640 (stretched, as ``VideomtVideoProcessor`` does;
   bilinear with antialias, rounded to uint8 values), rescaled and ImageNet-normalised,
   ``VideomtForUniversalSegmentation`` (loaded with ``from_pretrained`` from the folder
@@ -42,11 +42,11 @@ printed per round with its median. Two weight sets:
   query tokens change too much from frame to frame (13 to 115 non-empty queries per frame).
 
 Where our time goes is measured by wrapping the library's functions with timers (monkeypatching
-in this script only; exclusive times, nested calls subtracted): probe, decode (in the read-ahead
-thread, overlapping the rest), waiting for decoded frames, preprocess, network, and inside the
-post-processing: class-logit mean, positive boxes, upsampling (box chain and full chain), paste
-(box masks into frames, device -> numpy), RLE encode, spill write; then the top-k read-back and
-the JSON write.
+in this script only; exclusive times, nested calls subtracted): probe, decode and the
+shortest-edge resize (both in the read-ahead thread, overlapping the rest), waiting for decoded
+frames, preprocess (normalise, pad), network, and inside the post-processing: class-logit mean,
+upsampling (the full chain of the non-empty queries), RLE encode, spill write; then the top-k
+read-back and the JSON write.
 
     python benchmarks/pipeline_speed.py                       # 8 frames, ViT-S, 2 cases x (ours fp32, transformers, ours bf16)
     python benchmarks/pipeline_speed.py --frames 16 --repeats 5
@@ -79,11 +79,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout
 sys.path.insert(0, str(ROOT / "tests"))  # media.make_video
 
-from videomt_cli import checkpoint, config, postprocess, preprocess, video, writers  # noqa: E402
-from videomt_cli import masks as mask_ops  # noqa: E402
-from videomt_cli import predictor as predictor_module  # noqa: E402
-from videomt_cli.model import VideoMT  # noqa: E402
-from videomt_cli.predictor import Predictor  # noqa: E402
+from videomt_cli import sinks  # noqa: E402
+from videomt_cli.inference import predictor as predictor_module  # noqa: E402
+from videomt_cli.inference import preprocess  # noqa: E402
+from videomt_cli.inference.postprocess import common, instance  # noqa: E402
+from videomt_cli.inference.postprocess.store import SpillStore  # noqa: E402
+from videomt_cli.inference.predictor import Predictor  # noqa: E402
+from videomt_cli.io import masks as mask_ops  # noqa: E402
+from videomt_cli.io import probe as probe_module  # noqa: E402
+from videomt_cli.io import read as read_module  # noqa: E402
+from videomt_cli.io.read import read_frames  # noqa: E402
+from videomt_cli.modeling import checkpoint, config  # noqa: E402
+from videomt_cli.modeling.model import VideoMT  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -180,20 +187,17 @@ class Timers:
 # Our stages: (owner, attribute, stage name, iterator?). Every one is looked up by the library at
 # call time (module attribute or class attribute), so replacing it here times it.
 OUR_STAGES = [
-    (video, "probe", "probe", False),
-    (video, "read_frames", "decode (read-ahead thread)", True),
+    (probe_module, "probe", "probe", False),
+    (read_module._VideoReader, "_frames", "decode (read-ahead thread)", True),
+    (preprocess, "host_resize", "resize (read-ahead thread)", False),
     (predictor_module, "_chunks", "wait for decoded frames", True),
-    (predictor_module, "_stack", "preprocess", False),
-    (preprocess, "preprocess", "preprocess", False),
-    (postprocess.InstanceAccumulator, "add", "post: other", False),
-    (postprocess._LogitMean, "add", "post: class-logit mean", False),
-    (postprocess, "_positive_boxes", "post: positive boxes", False),
-    (postprocess, "_box_logits", "post: upsample (box chain)", False),
-    (postprocess, "masks_to_frame", "post: upsample (full chain)", False),
-    (postprocess._InstanceMasker, "_collect", "post: paste + to numpy", False),
+    (preprocess, "preprocess", "preprocess (normalise, pad)", False),
+    (instance.InstanceAccumulator, "add", "post: other", False),
+    (common.LogitMean, "add", "post: class-logit mean", False),
+    (instance, "masks_to_frame", "post: upsample (full chain)", False),
     (mask_ops, "encode", "post: RLE encode", False),
-    (postprocess._SpillStore, "write", "post: spill write", False),
-    (postprocess.InstanceAccumulator, "result", "top-k + read back RLEs", False),
+    (SpillStore, "write", "post: spill write", False),
+    (instance.InstanceAccumulator, "result", "top-k + read back RLEs", False),
 ]
 
 
@@ -296,9 +300,8 @@ def reference_pixels(frames: np.ndarray, size: tuple[int, int] = (640, 640)) -> 
 def run_ours(pred: Predictor, clip: Path, out: Path, timers: Timers) -> float:
     start = time.perf_counter()
     with instrumented(pred, timers):
-        result = pred.run(str(clip))
-        with timers.time("write JSON"):
-            with writers.open_sink(out, overwrite=True) as sink:
+        with pred.run(str(clip)) as result, timers.time("write JSON"):
+            with sinks.open_sink(out, overwrite=True) as sink:
                 sink.add(result)
     return time.perf_counter() - start
 
@@ -306,7 +309,7 @@ def run_ours(pred: Predictor, clip: Path, out: Path, timers: Timers) -> float:
 def run_reference(model, processor, clip: Path, timers: Timers) -> tuple[float, list[dict]]:
     start = time.perf_counter()
     with timers.time("decode"):
-        frames = [f.image for f in video.read_frames(video.probe(clip))]
+        frames = [f.image for f in read_frames(str(clip))]
     with timers.time("preprocess"):
         pixels = reference_pixels(np.stack(frames))
     with timers.time("network"), torch.inference_mode():
@@ -365,7 +368,7 @@ def main(argv=None) -> int:
         clip = make_video(work / "clip.mp4", frames=args.frames, size=(width, height))
         warm = make_video(work / "warm.mp4", frames=args.warmup_frames, size=(width, height)) \
             if args.warmup_frames else None
-        decoded = np.stack([f.image for f in video.read_frames(video.probe(clip))])
+        decoded = np.stack([f.image for f in read_frames(str(clip))])
         geometry = preprocess.compute_geometry(height, width, args.min_size)
         processor = VideomtVideoProcessor()
         cfg = config.preset(args.preset)
@@ -453,7 +456,7 @@ def main(argv=None) -> int:
             frames_timed = args.frames * args.repeats
             for n in names:
                 breakdown(timers[n], frames_timed, sum(seconds[n]), n,
-                          threaded={"decode (read-ahead thread)"} if n.startswith("ours") else set())
+                          threaded={"decode (read-ahead thread)", "resize (read-ahead thread)"} if n.startswith("ours") else set())
             runs.clear()  # free this case's three pipelines before building the next
             reference = ours32 = ours16 = None
         if summary:

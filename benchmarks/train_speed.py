@@ -26,10 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from videomt_cli.config import preset  # noqa: E402
-from videomt_cli.losses import ClipTarget, LossConfig, VideoSetCriterion  # noqa: E402
-from videomt_cli.model import VideoMT  # noqa: E402
-from videomt_cli.train import TwoStageWarmupPoly, aux_blocks_for, forward_train, optimizer_step, param_groups  # noqa: E402
+from videomt_cli.modeling.config import preset  # noqa: E402
+from videomt_cli.training.losses import ClipTarget, LossConfig, VideoSetCriterion  # noqa: E402
+from videomt_cli.modeling.model import VideoMT  # noqa: E402
+from videomt_cli.training.loop import aux_blocks_for, forward_train  # noqa: E402
+from videomt_cli.training.optim import optimizer_step, param_groups, warmup_poly_schedule  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     model = VideoMT(preset(args.preset, num_classes=args.classes)).to(device).train()
     optimizer = torch.optim.AdamW(param_groups(model, 1e-4, 0.6, 0.05))
-    scheduler = TwoStageWarmupPoly(optimizer, (0, 0), 10_000, 0.9)
+    scheduler = warmup_poly_schedule(optimizer, (0, 0), 10_000, 0.9)
     criterion = VideoSetCriterion(args.classes, LossConfig(num_points=args.points))
     aux = aux_blocks_for(model.config.num_query_blocks, args.aux)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]

@@ -1,20 +1,22 @@
-"""Segment a video from Python and write YouTube-VIS results: the library under ``videomt segment``.
+"""Segment a video from Python: per-frame results as they happen, then the video-level YouTube-VIS
+results file. The library under ``videomt segment``.
 
     python examples/api_example.py input.mp4 -o input.json
     python examples/api_example.py input.mp4 -o input.json --model my_model_dir/ --min-size 448
 
-The three steps are the whole API: load a model into a ``Predictor``, ``run`` it over a video
-(frames are decoded, batched and post-processed in constant memory; ``result`` is a
-``records.VideoResult`` with one ``Segment`` per track), and hand the result to a sink, which
-writes the file atomically when its ``with`` block ends.
+The whole API in three steps: load a model into a ``Predictor``; ``stream`` it over a video (one
+``FrameResult`` per frame, with online scores, while frames are decoded, batched and
+post-processed in constant memory); then ``stream.result`` is the video-level ``VideoResult``
+(the official result, one ``Segment`` per track), handed to a sink that writes the file
+atomically when its ``with`` block ends.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from videomt_cli import masks, writers
-from videomt_cli.predictor import Predictor, TimeSpec
+from videomt_cli import Predictor, open_sink
+from videomt_cli.io import masks
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,15 +32,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     predictor = Predictor.from_model(args.model, device=args.device, min_size=args.min_size)
-    result = predictor.run(args.video, start=TimeSpec.parse(args.start, "--start"))
+    stream = predictor.stream(args.video, start=args.start)
+    for frame in stream:
+        if frame.index % 16 == 0:
+            objects = ", ".join(f"{t}:{c}@{s:.2f}" for t, c, s in zip(frame.track_ids, frame.class_ids, frame.scores))
+            print(f"frame {frame.index} ({frame.time:.2f} s): {objects or 'nothing'}")
 
-    names = {c.id: c.name for c in result.categories}
-    for seg in result.segments[:5]:
-        visible = sum(m is not None and not masks.is_empty(m) for m in seg.masks)  # None: frame skipped
-        print(f"track {seg.track_id}: {names[seg.category_id]} score {seg.score:.3f} ({visible} frames)")
-
-    with writers.open_sink(args.output, "ytvis") as sink:
-        sink.add(result)
+    with stream.result as result:
+        names = {c.id: c.name for c in result.categories}
+        for seg in result.segments[:5]:
+            visible = sum(m is not None and not masks.is_empty(m) for m in result.masks_of(seg))
+            print(f"track {seg.track_id}: {names[seg.category_id]} score {seg.score:.3f} ({visible} frames)")
+        with open_sink(args.output, "ytvis") as sink:
+            sink.add(result)
     print(f"wrote {args.output}: {len(result.segments)} results over {len(result.processed)} frames")
 
 

@@ -13,8 +13,9 @@ import argparse
 
 import torch
 
-from videomt_cli import checkpoint, config
-from videomt_cli.model import VideoMT
+from videomt_cli.modeling import checkpoint
+from videomt_cli.modeling import config
+from videomt_cli.modeling.model import VideoMT
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videomt_cli import checkpoint
-from videomt_cli.config import VideoMTConfig
-from videomt_cli.model import VideoMT
+from videomt_cli.modeling import checkpoint
+from videomt_cli.modeling.config import VideoMTConfig
+from videomt_cli.modeling.model import VideoMT
 
 # Small enough that a whole forward takes milliseconds on 2 CPU cores.
 TINY = dict(hidden_size=64, num_layers=4, num_heads=2, num_query_blocks=2, num_queries=8,

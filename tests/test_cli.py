@@ -24,9 +24,12 @@ from typer.testing import CliRunner
 
 from conftest import make_model
 from media import make_video, truncate
-from videomt_cli import checkpoint, cli, synth
+from videomt_cli import cli
+from videomt_cli.modeling import checkpoint
+from videomt_cli.training import synth
 from videomt_cli.errors import CheckpointError, InputError, OutputError, VideoError, VideoMTError
-from videomt_cli.predictor import Predictor
+from videomt_cli.inference.predictor import Predictor
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
@@ -230,15 +233,15 @@ def test_overlay_checks_its_output_before_running_the_model(tiny, videos, tmp_pa
 @pytest.mark.parametrize("name", ["r.json", "masks", "o.mp4"])
 def test_ctrl_c_leaves_no_partial_output_and_exits_130(tiny, videos, tmp_path, monkeypatch, capsys, name):
     calls = []
-    original = Predictor._forward
+    original = Predictor.forward
 
-    def interrupted(self, chunk, geometry, state):
+    def interrupted(self, images, geometry, state):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, mid-video
-        return original(self, chunk, geometry, state)
+        return original(self, images, geometry, state)
 
-    monkeypatch.setattr(Predictor, "_forward", interrupted)
+    monkeypatch.setattr(Predictor, "forward", interrupted)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     argv = ["videomt", "segment", str(videos["ntsc"]["path"]), "-o", str(out_dir / name), "--model", str(tiny),
@@ -401,17 +404,17 @@ def test_overlay_from_a_results_file_draws_without_the_model(tiny, videos, tmp_p
 
 
 def test_overlay_labels_come_from_the_model_of_a_results_file(tiny, videos, tmp_path, monkeypatch):
-    from videomt_cli import writers
+    from videomt_cli import sinks
 
     ok(segment(tiny, videos["ntsc"]["path"], tmp_path / "r.json"))
     seen = {}
-    original = writers.read_results
+    original = sinks.read_results
 
     def spy(results, source, categories, **kwargs):
         seen["names"] = [c.name for c in categories]
         return original(results, source, categories, **kwargs)
 
-    monkeypatch.setattr(writers, "read_results", spy)
+    monkeypatch.setattr(sinks, "read_results", spy)
     ok(invoke("overlay", videos["ntsc"]["path"], "-o", tmp_path / "d.mp4", "--from", tmp_path / "r.json",
               "--model", tiny))
     assert seen["names"] == [f"class_{i}" for i in range(1, 6)]
@@ -419,18 +422,18 @@ def test_overlay_labels_come_from_the_model_of_a_results_file(tiny, videos, tmp_
 
 def test_overlay_from_results_of_the_default_model_names_its_classes(videos, tmp_path, monkeypatch):
     """The bundled default model keeps its class names in the checkpoint (no label table)."""
-    from videomt_cli import writers
+    from videomt_cli import sinks
 
     results = tmp_path / "r.json"
     ok(invoke("segment", videos["ntsc"]["path"], "-o", results, "--quiet"))
     seen = {}
-    original = writers.read_results
+    original = sinks.read_results
 
     def spy(results, source, categories, **kwargs):
         seen["categories"] = [(c.id, c.name) for c in categories]
         return original(results, source, categories, **kwargs)
 
-    monkeypatch.setattr(writers, "read_results", spy)
+    monkeypatch.setattr(sinks, "read_results", spy)
     ok(invoke("overlay", videos["ntsc"]["path"], "-o", tmp_path / "d.mp4", "--from", results))
     assert seen["categories"] == [(1, "circle"), (2, "square"), (3, "triangle")]
 
@@ -534,3 +537,16 @@ def test_fine_tune_from_a_registry_name(tmp_path):
 
 def test_train_refuses_a_dataset_that_does_not_exist(tmp_path):
     user_error(invoke("train", tmp_path / "nope.json", "-o", tmp_path / "run", "--init", "tiny", "--steps", "1"))
+
+
+@pytest.mark.parametrize("task", ["panoptic", "semantic"])
+def test_two_pass_tasks_read_the_video_twice_and_write_id_pictures(tiny, videos, tmp_path, task):
+    spec = videos["odd"]
+    result = ok(segment(tiny, spec["path"], tmp_path / "masks", "--format", "png", "--task", task))
+    assert "pass 2/2" in result.stderr  # one bar per pass
+    pngs = sorted(p for p in files_in(tmp_path / "masks") if p.endswith(".png"))
+    assert len(pngs) == spec["frames"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "masks" / pngs[0]) as im:
+        assert im.size == spec["size"]

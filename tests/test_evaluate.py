@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from videomt_cli import masks as mask_ops
+from videomt_cli.io import masks as mask_ops
 from videomt_cli.errors import DatasetError, VideoMTError
 from videomt_cli.evaluate import METRICS, evaluate, video_iou
 

@@ -7,9 +7,11 @@ import sys
 import pytest
 import torch
 
-from videomt_cli import checkpoint, config, verify
+from videomt_cli import verify
+from videomt_cli.modeling import checkpoint
+from videomt_cli.modeling import config
 from videomt_cli.errors import InputError
-from videomt_cli.model import VideoMT
+from videomt_cli.modeling.model import VideoMT
 
 
 def random_tiny(use_mask_token: bool = True, seed: int = 0) -> VideoMT:

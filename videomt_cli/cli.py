@@ -99,7 +99,8 @@ def convert(
     quiet: bool = _quiet_option(),
 ) -> None:
     """Convert a VidEoMT checkpoint to a directory that videomt and transformers both load."""
-    from videomt_cli import checkpoint, labels as label_tables, registry
+    from videomt_cli.modeling import checkpoint, registry
+    from videomt_cli.modeling import labels as label_tables
 
     _set_quiet(quiet)
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
@@ -134,8 +135,8 @@ def verify(
     seed: int = typer.Option(0, "--seed", help="Seed of the random clip."),
 ) -> None:
     """Prove stage by stage that our network computes what the reference computes."""
-    from videomt_cli import checkpoint
     from videomt_cli import verify as verifier
+    from videomt_cli.modeling import checkpoint
 
     loaded = checkpoint.load_model(ckpt)
     report = verifier.verify(loaded, frames=frames, size=_parse_size(size), seed=seed)
@@ -162,13 +163,13 @@ def verify(
 @app.command(epilog="Example: videomt info input.mp4")
 def info(path: str = typer.Argument(..., help="A video file or a folder of frame images.")) -> None:
     """Print what a video holds: size, frames, frame rate, duration, codec, rotation, audio."""
-    from videomt_cli import video
+    from videomt_cli.io.probe import info_lines, probe
 
-    details = video.probe(path)
+    details = probe(path)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in video.info_lines(details):
+    for key, value in info_lines(details):
         table.add_row(key, value)
     out.print(table)
 
@@ -176,24 +177,30 @@ def info(path: str = typer.Argument(..., help="A video file or a folder of frame
 @app.command()
 def models() -> None:
     """List the known models, their task and whether their weights are on this machine."""
-    from videomt_cli import registry
+    from videomt_cli.modeling import registry
 
-    from rich import box
-
-    table = Table(title="videomt models", box=box.SIMPLE)
-    table.add_column("name", no_wrap=True)
-    table.add_column("task")
-    table.add_column("labels")
-    table.add_column("min size", justify="right")
-    table.add_column("weights", no_wrap=True)
-    table.add_column("source", overflow="fold")
+    # Hub ids are 40 characters: beside the other columns they fit only a wide terminal. On a
+    # narrow one each source goes on its own line under its model, so nothing is cut or folded.
     default = registry.default().name
-    for entry in registry.entries():
-        cached = "[green]cached[/green]" if registry.is_cached(entry) else "[dim]download[/dim]"
-        name = entry.name + (" *" if entry.name == default else "")
-        table.add_row(name, entry.task, entry.labels, str(entry.min_size), cached, entry.hub or entry.file or "")
-    out.print(table)
-    out.print("* the default model; `--model NAME` picks another. Descriptions: weights/registry.json.")
+    rows = [(e.name + (" *" if e.name == default else ""), e.task, e.labels, str(e.min_size),
+             "cached" if registry.is_cached(e) else "download", e.hub or f"bundled: {e.file}")
+            for e in registry.entries()]
+    head = ("name", "task", "labels", "min size", "weights", "source")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    wide = out.width >= sum(widths) + 2 * 5 + max(len(r[5]) for r in rows)
+
+    def line(cells) -> str:
+        text = "  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return f"{text}  {cells[5]}" if wide and len(cells) > 5 else text.rstrip()
+
+    out.print("[bold]videomt models[/bold]")
+    out.print(line(head), style="bold", markup=False, highlight=False)
+    for row in rows:
+        out.print(line(row), markup=False, highlight=False)
+        if not wide:
+            out.print(f"  {row[5]}", style="dim", markup=False, highlight=False)
+    say("* the default: a demo model of synthetic shapes; --model NAME picks another.")
+    say("Descriptions: weights/registry.json.")
 
 
 # ----------------------------------------------------------------------------- segment, overlay
@@ -224,7 +231,7 @@ def _progress_bar():
             raise
 
 
-def _run_with_progress(predictor, source: str, label: str, **window):
+def _run_with_progress(predictor, source: str, label: str, **run):
     """Run the predictor with one bar per pass: frames/s and ETA, or a spinner if the length is unknown."""
     import time
 
@@ -240,18 +247,23 @@ def _run_with_progress(predictor, source: str, label: str, **window):
             rate = done / max(time.perf_counter() - started[0], 1e-9)
             bar.update(task_id, completed=done, total=total, rate=f"{rate:.1f} frames/s")
 
-        return predictor.run(source, progress=progress, **window)
+        return predictor.run(source, progress=progress, **run)
 
 
-def _make_predictor(model: Optional[str], *, classes: Optional[str], **options):
-    """Load the model for segment/overlay, with the --classes filter; print its warnings."""
-    from videomt_cli.predictor import Predictor  # imports torch: only once the inputs checked out
+def _make_predictor(model: Optional[str], **options):
+    """Load the model for segment/overlay; print its warnings and notes (the demo model's)."""
+    from videomt_cli.inference.predictor import Predictor  # imports torch: only once the inputs checked out
 
     predictor = Predictor.from_model(model, **options)
-    predictor.select_classes([c for c in classes.split(",") if c.strip()] if classes else None)
     for warning in predictor.warnings:
         warn(warning)
+    for note in predictor.notes:
+        err.print(f"[dim]Note: {escape(note)}[/dim]", soft_wrap=True, highlight=False)
     return predictor
+
+
+def _classes(text: Optional[str]) -> Optional[list[str]]:
+    return [c for c in text.split(",") if c.strip()] if text else None
 
 
 def _default_output(source: str, suffix: str) -> Path:
@@ -297,7 +309,9 @@ def segment(
     Output files appear only when the run succeeds (written to a temporary name, then renamed):
     an interrupted or failed run leaves nothing behind.
     """
-    from videomt_cli import video, writers
+    from videomt_cli import sinks
+    from videomt_cli.io.probe import probe
+    from videomt_cli.io.window import Window
 
     _set_quiet(quiet)
     if dataset is None and source is None:
@@ -307,31 +321,29 @@ def segment(
     # Cheap checks first, the model (seconds to load, maybe a download) last: a missing or unreadable
     # input, a bad --start, an unknown --format or an existing output fail at once.
     if dataset is None:
-        video.probe(source)
-    from videomt_cli.predictor import TimeSpec  # imports torch: after the checks that need none
-
-    window = dict(start=TimeSpec.parse(start, "--start"), end=TimeSpec.parse(end, "--end"), stride=stride)
+        probe(source)
+    Window.of(start, end, stride)  # a bad --start/--end fails before the model loads
+    window = dict(start=start, end=end, stride=stride, classes=_classes(classes))
 
     def make_predictor():
         return _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
-                               chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold,
-                               classes=classes)
+                               chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
 
     if dataset is not None:
         if output is None:
             raise InputError("--dataset needs -o RESULTS.json.")
-        if fmt is not None and writers.format_for(output, fmt) != "ytvis":
+        if fmt is not None and sinks.format_for(output, fmt) != "ytvis":
             raise InputError("--dataset writes one YouTube-VIS results file (--format ytvis), for videomt eval.")
         _segment_dataset(dataset, output, image_root, overwrite, make_predictor, window)
         return
     output = output or _default_output(source, ".json")
     # Open (and so validate) the sink before the long run: a bad format or an existing output fails fast.
-    with writers.open_sink(output, fmt, overwrite=overwrite) as sink:
+    with sinks.open_sink(output, fmt, overwrite=overwrite) as sink:
         predictor = make_predictor()
-        result = _run_with_progress(predictor, source, "segment", **window)
-        for warning in result.video.warnings:
-            warn(warning)
-        sink.add(result)
+        with _run_with_progress(predictor, source, "segment", **window) as result:
+            for warning in result.warnings:
+                warn(warning)
+            sink.add(result)
         for warning in getattr(sink, "warnings", []):  # the overlay writer's (odd sizes, audio)
             warn(warning)
     wrote(output, f"  ({len(result.segments)} results, {len(result.processed)} frames)")
@@ -362,34 +374,35 @@ def overlay(
     quiet: bool = _quiet_option(),
 ) -> None:
     """Draw masks, contours and 'id label score' on the video (H.264, same frames, timing and audio)."""
-    from videomt_cli import video, writers
+    from videomt_cli import sinks
+    from videomt_cli.io.probe import probe
 
     _set_quiet(quiet)
-    video.probe(source)  # a missing or unreadable input fails before any model loads
+    probe(source)  # a missing or unreadable input fails before any model loads
     output = output or _default_output(source, ".overlay.mp4")
     # Open (and so validate: suffix, existing file, folder) the destination before the model runs,
     # as segment does: a bad -o must not cost a whole run.
-    with writers.open_sink(output, "overlay", overwrite=overwrite, alpha=alpha) as sink:
+    with sinks.open_sink(output, "overlay", overwrite=overwrite, alpha=alpha) as sink:
         if results is not None:
-            from videomt_cli import labels as label_tables
-            from videomt_cli.predictor import model_categories
+            from videomt_cli.modeling import labels as label_tables
+            from videomt_cli.inference.predictor import model_categories
 
             cats = (label_tables.categories(label_tables_name) if label_tables_name
                     else model_categories(model))
             wanted = label_tables.resolve_classes(classes.split(","), cats) if classes else None
-            result = writers.read_results(results, source, cats, video_id=video_id,
+            result = sinks.read_results(results, source, cats, video_id=video_id,
                                           score_threshold=score_threshold, class_ids=wanted)
         else:
             predictor = _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
-                                        chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold,
-                                        classes=classes)
-            result = _run_with_progress(predictor, source, "segment")
-            for warning in result.video.warnings:
+                                        chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
+            result = _run_with_progress(predictor, source, "segment", classes=_classes(classes))
+            for warning in result.warnings:
                 warn(warning)
         with _progress_bar() as bar:
-            task_id = bar.add_task("overlay", total=result.video.num_frames, rate="")
+            task_id = bar.add_task("overlay", total=result.num_frames, rate="")
             sink.progress = lambda done, total: bar.update(task_id, completed=done, total=total)
-            sink.add(result, source_path=source)
+            with result:
+                sink.add(result)  # the result knows its video
         for warning in sink.warnings:  # odd sizes, audio the container cannot hold
             warn(warning)
     wrote(output)
@@ -401,18 +414,19 @@ def overlay(
 def _segment_dataset(dataset: Path, output: Path, image_root: Optional[Path], overwrite: bool, make_predictor,
                      window: dict) -> None:
     """Run every video of a YouTube-VIS dataset into one results file whose video ids match it."""
-    from videomt_cli import writers, ytvis
+    from videomt_cli import sinks
+    from videomt_cli.io import ytvis
 
     videos = ytvis.videos(dataset, image_root)
-    with writers.open_sink(output, "ytvis", overwrite=overwrite) as sink:
+    with sinks.open_sink(output, "ytvis", overwrite=overwrite) as sink:
         predictor = make_predictor()
         with _progress_bar() as bar:
             task_id = bar.add_task("videos", total=len(videos), rate="")
             for done, item in enumerate(videos, start=1):
-                result = predictor.run(str(item.source), video_id=item.id, **window)
-                for warning in result.video.warnings:
-                    warn(f"video {item.id}: {warning}")
-                sink.add(result)
+                with predictor.run(str(item.source), video_id=item.id, **window) as result:
+                    for warning in result.warnings:
+                        warn(f"video {item.id}: {warning}")
+                    sink.add(result)
                 bar.update(task_id, completed=done)
     wrote(output, f"  ({len(videos)} videos)")
 
@@ -453,7 +467,7 @@ def synth(
     quiet: bool = _quiet_option(),
 ) -> None:
     """Generate a synthetic video instance segmentation dataset (YouTube-VIS format) of moving shapes."""
-    from videomt_cli import synth as generator
+    from videomt_cli.training import synth as generator
 
     _set_quiet(quiet)
     with _progress_bar() as bar:
@@ -482,7 +496,7 @@ def train(
     num_points: int = typer.Option(12544, "--num-points", min=16, help="Points sampled per mask for the mask losses."),
     grad_clip: float = typer.Option(0.01, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the file_names are relative to."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16."),
     workers: int = typer.Option(0, "--workers", min=0, help="Data loader processes."),
     save_every: int = typer.Option(1000, "--save-every", min=0, help="Checkpoint every N steps (0: only the last)."),
@@ -491,7 +505,7 @@ def train(
     quiet: bool = _quiet_option(),
 ) -> None:
     """Train or fine-tune VidEoMT on a YouTube-VIS-format dataset."""
-    from videomt_cli.train import TrainConfig, train as run_training
+    from videomt_cli.training.loop import TrainConfig, train as run_training
 
     _set_quiet(quiet)
     low, high = (int(v) for v in (short_side.replace("x", ",").split(",") * 2)[:2])
@@ -517,7 +531,7 @@ def train(
 
 def main() -> None:
     """Console-script entry: one red line and exit 1 for user errors, 2 for usage, 130 on Ctrl-C."""
-    from videomt_cli.predictor import keep_heap
+    from videomt_cli.modeling.device import keep_heap
 
     keep_heap()
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from collections import defaultdict
@@ -36,11 +35,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from videomt_cli.errors import DatasetError
+from videomt_cli.io import ytvis
 
 # COCOeval's ``stats`` vector, in order, under the names YouTube-VIS papers use.
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-_SHOW = 8  # how many offending ids an error message lists
 
 
 def evaluate(predictions: list[dict] | dict | str | os.PathLike,
@@ -65,12 +63,14 @@ def evaluate(predictions: list[dict] | dict | str | os.PathLike,
             ground truth does not have, a per-frame list whose length differs from its video's,
             masks of another size than the video, an empty ground truth.
     """
-    gt_doc = _load_json(ground_truth, "ground-truth")
-    videos, categories, gt_tracks = _ground_truth(gt_doc, _name(ground_truth))
-    pred_doc = _load_json(predictions, "predictions")
-    dt_tracks = _predictions(pred_doc, videos, categories, _name(predictions), _name(ground_truth))
+    gt_path = Path(ground_truth) if isinstance(ground_truth, (str, os.PathLike)) else None
+    gt_where = ytvis.where(ground_truth)
+    dataset = ytvis.parse(ytvis.load_json(ground_truth, "ground-truth"), f"the ground truth{gt_where}", gt_path)
+    videos, categories, gt_tracks = _ground_truth(dataset)
+    pred_doc = ytvis.load_json(predictions, "predictions")
+    dt_tracks = _predictions(pred_doc, videos, categories, ytvis.where(predictions), gt_where)
 
-    images = [{"id": v["id"], "height": v["height"], "width": v["width"]} for v in videos.values()]
+    images = [{"id": v.id, "height": v.height, "width": v.width} for v in videos.values()]
     cats = [{"id": c, "name": name} for c, name in categories.items()]
     coco_gt = _coco_api(images, gt_tracks, cats)
     coco_dt = _coco_api(images, dt_tracks, cats)
@@ -177,114 +177,36 @@ def video_iou(dt_masks: list[list], gt_masks: list[list], iscrowd: list[int] | N
 # ----------------------------------------------------------------------------- loading
 
 
-def _name(source) -> str:
-    """' (path)' for a file, '' for data given in memory: what error messages put after 'the X'."""
-    return f" ({source})" if isinstance(source, (str, os.PathLike)) else ""
-
-
-def _load_json(source, what: str):
-    if isinstance(source, (dict, list)):
-        return source
-    if not isinstance(source, (str, os.PathLike)):
-        raise DatasetError(f"the {what} must be a JSON file's path, a dict or a list, not {type(source).__name__}.")
-    path = Path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"the {what} file {path} does not exist.") from None
-    except IsADirectoryError:
-        raise DatasetError(f"the {what} path {path} is a folder; give the JSON file.") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"the {what} file {path} is not JSON text (not UTF-8).") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read the {what} file {path}: {e.strerror or e}.") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"the {what} file {path} is not valid JSON: {e.msg} at line {e.lineno} "
-                           f"column {e.colno}.") from None
-
-
-def _id_key(value):
-    """A hashable, sortable stand-in for an id read from JSON (which may be of any type)."""
-    return (0, int(value), "") if _is_int(value) else (1, 0, repr(value))
-
-
-def _ids(keys) -> str:
-    values = [str(v) if kind == 0 else text for kind, v, text in sorted(keys)]
-    shown = ", ".join(values[:_SHOW])
-    return shown + (f", ... ({len(values)} in all)" if len(values) > _SHOW else "")
-
-
-def _ground_truth(doc, where: str) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
-    """-> videos by id ({id, length, height, width}), category names by id, track annotations."""
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("videos", "annotations", "categories")):
-        raise DatasetError(f"the ground truth{where} is not a YouTube-VIS dataset: it needs the lists "
-                           "'videos', 'annotations' and 'categories'.")
-    if not doc["videos"]:
-        raise DatasetError(f"the ground truth{where} has no videos: nothing to evaluate on.")
-    if not doc["annotations"]:
-        raise DatasetError(f"the ground truth{where} has no annotations: nothing to evaluate against.")
-    if not doc["categories"]:
-        raise DatasetError(f"the ground truth{where} has no categories.")
-
-    categories: dict[int, str] = {}
-    for c in doc["categories"]:
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise DatasetError(f"the ground truth{where} has a category without an integer 'id': {c!r:.80}")
-        categories[int(c["id"])] = str(c.get("name", c["id"]))
-
-    videos: dict[int, dict] = {}
-    for v in doc["videos"]:
-        if not isinstance(v, dict) or not _is_int(v.get("id")):
-            raise DatasetError(f"the ground truth{where} has a video without an integer 'id': {v!r:.80}")
-        vid = int(v["id"])
-        if vid in videos:
-            raise DatasetError(f"the ground truth{where} lists video id {vid} twice.")
-        length = v.get("length")
-        if length is None and isinstance(v.get("file_names"), list):
-            length = len(v["file_names"])
-        if not _is_int(length) or not _is_int(v.get("height")) or not _is_int(v.get("width")):
-            raise DatasetError(f"the ground truth{where}: video {vid} needs integer 'height', 'width' and "
-                               "'length' (or 'file_names').")
-        if int(length) < 1 or int(v["height"]) < 1 or int(v["width"]) < 1:
-            raise DatasetError(f"the ground truth{where}: video {vid} has no frames or no pixels "
-                               f"(length {length}, {v['height']}x{v['width']}).")
-        videos[vid] = {"id": vid, "length": int(length), "height": int(v["height"]), "width": int(v["width"])}
-
+def _ground_truth(dataset: ytvis.Dataset) -> tuple[dict[int, ytvis.Video], dict[int, str], list[dict]]:
+    """-> videos by id, category names by id, track annotations (COCO-style dicts with masks)."""
+    name = dataset.name
+    if not dataset.annotations:
+        raise DatasetError(f"{name} has no annotations: nothing to evaluate against.")
+    videos: dict[int, ytvis.Video] = {}
+    for v in dataset.videos:
+        if v.height is None or v.width is None:
+            raise DatasetError(f"{name}: video {v.id} needs integer 'height', 'width' and 'length' (or "
+                               "'file_names').")
+        if v.length < 1:
+            raise DatasetError(f"{name}: video {v.id} has no frames or no pixels (length {v.length}, "
+                               f"{v.height}x{v.width}).")
+        videos[v.id] = v
     tracks = []
-    bad_videos, bad_cats = set(), set()
-    for n, a in enumerate(doc["annotations"]):
-        if not isinstance(a, dict) or not isinstance(a.get("segmentations"), list):
-            raise DatasetError(f"the ground truth{where}: annotation #{n} has no 'segmentations' list.")
-        vid, cat = a.get("video_id"), a.get("category_id")
-        if not _is_int(vid) or int(vid) not in videos:
-            bad_videos.add(_id_key(vid))
-            continue
-        if not _is_int(cat) or int(cat) not in categories:
-            bad_cats.add(_id_key(cat))
-            continue
-        video = videos[int(vid)]
-        label = f"the ground truth{where}: annotation {a.get('id', f'#{n}')} of video {vid}"
-        masks, areas = _track_masks(a["segmentations"], video, label)
-        given = a.get("areas")
-        if isinstance(given, list) and len(given) == len(areas) and all(x is None or _is_number(x) for x in given):
+    for a in dataset.annotations:
+        masks, areas = _track_masks(a.segmentations, videos[a.video_id], f"{name}: {a.label}")
+        given = a.areas
+        if given is not None and len(given) == len(areas) and all(x is None or ytvis.is_number(x) for x in given):
             mean_areas = [float(x) for x in given if x]  # YouTube-VIS: the field, null and 0 left out
         else:
             mean_areas = [float(x) for x in areas if x]
-        tracks.append({"id": len(tracks) + 1, "image_id": int(vid), "category_id": int(cat),
-                       "iscrowd": int(bool(a.get("iscrowd", 0))), "masks": masks, "frame_areas": areas,
+        tracks.append({"id": len(tracks) + 1, "image_id": a.video_id, "category_id": a.category_id,
+                       "iscrowd": int(a.iscrowd), "masks": masks, "frame_areas": areas,
                        "area": float(np.mean(mean_areas)) if mean_areas else 0.0})
-    if bad_videos:
-        raise DatasetError(f"the ground truth{where} has annotations of videos it does not list: ids "
-                           f"{_ids(bad_videos)}.")
-    if bad_cats:
-        raise DatasetError(f"the ground truth{where} has annotations of categories it does not list: ids "
-                           f"{_ids(bad_cats)}.")
-    return videos, categories, tracks
+    return videos, {c.id: c.name for c in dataset.categories}, tracks
 
 
-def _predictions(doc, videos: dict[int, dict], categories: dict[int, str], where: str, gt_where: str) -> list[dict]:
+def _predictions(doc, videos: dict[int, ytvis.Video], categories: dict[int, str], where: str,
+                 gt_where: str) -> list[dict]:
     if isinstance(doc, dict):
         if not isinstance(doc.get("annotations"), list):
             raise DatasetError(f"the predictions{where} are neither a YouTube-VIS results list nor a dataset "
@@ -293,94 +215,52 @@ def _predictions(doc, videos: dict[int, dict], categories: dict[int, str], where
     if not isinstance(doc, list):
         raise DatasetError(f"the predictions{where} must be a YouTube-VIS results list "
                            "[{video_id, category_id, score, segmentations}].")
-    bad_videos, bad_cats = set(), set()
+    bad_videos, bad_cats = [], []
     for n, r in enumerate(doc):
         if not isinstance(r, dict) or any(k not in r for k in ("video_id", "category_id", "score", "segmentations")):
             raise DatasetError(f"the predictions{where}: entry #{n} needs 'video_id', 'category_id', 'score' and "
                                "'segmentations'.")
-        if not _is_int(r["video_id"]) or int(r["video_id"]) not in videos:
-            bad_videos.add(_id_key(r["video_id"]))
-        if not _is_int(r["category_id"]) or int(r["category_id"]) not in categories:
-            bad_cats.add(_id_key(r["category_id"]))
+        if not ytvis.is_int(r["video_id"]) or int(r["video_id"]) not in videos:
+            bad_videos.append(r["video_id"])
+        if not ytvis.is_int(r["category_id"]) or int(r["category_id"]) not in categories:
+            bad_cats.append(r["category_id"])
     if bad_videos:
-        raise DatasetError(f"the predictions{where} are for different videos: ids {_ids(bad_videos)} not in the "
-                           f"ground truth{gt_where}. Evaluate against the annotations of the videos you segmented, "
-                           "with the same video ids.")
+        raise DatasetError(f"the predictions{where} are for different videos: ids {ytvis.format_ids(bad_videos)} "
+                           f"not in the ground truth{gt_where}. Evaluate against the annotations of the videos you "
+                           "segmented, with the same video ids.")
     if bad_cats:
-        known = _ids({_id_key(c) for c in categories})
-        raise DatasetError(f"the predictions{where} use category ids {_ids(bad_cats)} that the ground truth"
-                           f"{gt_where} does not have (it has {known}). Use a model trained on this dataset's "
-                           "classes.")
+        raise DatasetError(f"the predictions{where} use category ids {ytvis.format_ids(bad_cats)} that the ground "
+                           f"truth{gt_where} does not have (it has {ytvis.format_ids(categories)}). Use a model "
+                           "trained on this dataset's classes.")
     tracks = []
     for n, r in enumerate(doc):
         score = r["score"]
-        if not _is_number(score) or not math.isfinite(score):
+        if not ytvis.is_number(score) or not math.isfinite(score):
             raise DatasetError(f"the predictions{where}: entry #{n} has score {score!r}; scores must be finite "
                                "numbers.")
         video = videos[int(r["video_id"])]
         if not isinstance(r["segmentations"], list):
-            raise DatasetError(f"the predictions{where}: entry #{n} (video {video['id']}) has no per-frame "
+            raise DatasetError(f"the predictions{where}: entry #{n} (video {video.id}) has no per-frame "
                                "'segmentations' list.")
         masks, areas = _track_masks(r["segmentations"], video, f"the predictions{where}: entry #{n} of video "
-                                                                 f"{video['id']}")
+                                                               f"{video.id}")
         nonzero = [a for a in areas if a]
-        tracks.append({"id": len(tracks) + 1, "image_id": video["id"], "category_id": int(r["category_id"]),
+        tracks.append({"id": len(tracks) + 1, "image_id": video.id, "category_id": int(r["category_id"]),
                        "score": float(score), "iscrowd": 0, "masks": masks, "frame_areas": areas,
                        "area": float(np.mean(nonzero)) if nonzero else 0.0})
     return tracks
 
 
-def _track_masks(segmentations: list, video: dict, label: str) -> tuple[list, list[int]]:
+def _track_masks(segmentations, video: ytvis.Video, label: str) -> tuple[list, list[int]]:
     """Per-frame masks of one track -> (pycocotools RLEs with bytes counts or None, areas)."""
-    if len(segmentations) != video["length"]:
-        raise DatasetError(f"{label} has {len(segmentations)} per-frame masks, but the video has "
-                           f"{video['length']} frames; give one entry (or null) per frame.")
-    h, w = video["height"], video["width"]
+    ytvis.check_frames(segmentations, video.length, label)
     masks, areas = [], []
     for t, seg in enumerate(segmentations):
-        rle = _to_rle(seg, h, w, f"{label}, frame {t}")
+        rle = ytvis.segmentation_rle(seg, video.height, video.width, f"{label}, frame {t}")
         area = int(_coco.area(rle)) if rle is not None else 0
         masks.append(rle if area > 0 else None)  # an empty mask and null are the same to the video IoU
         areas.append(area)
     return masks, areas
-
-
-def _to_rle(seg, h: int, w: int, label: str) -> dict | None:
-    """A per-frame segmentation (compressed/uncompressed RLE, polygons, null) -> RLE with bytes counts."""
-    if seg is None or (isinstance(seg, list) and len(seg) == 0):
-        return None
-    if isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if not isinstance(size, list) or len(size) != 2 or counts is None:
-            raise DatasetError(f"{label}: an RLE needs 'size' [h, w] and 'counts'.")
-        if [int(size[0]), int(size[1])] != [h, w]:
-            raise DatasetError(f"{label}: the mask is {size[0]}x{size[1]} (h x w) but the video is {h}x{w}; "
-                               "masks must have the video's own size.")
-        if isinstance(counts, list):  # uncompressed RLE
-            try:
-                return _coco.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-            except Exception as e:  # pycocotools raises bare exceptions on malformed input
-                raise DatasetError(f"{label}: the uncompressed RLE is malformed ({e}).") from None
-        if isinstance(counts, str):
-            counts = counts.encode("ascii")
-        if not isinstance(counts, bytes):
-            raise DatasetError(f"{label}: RLE 'counts' must be a string or a list of run lengths.")
-        return {"size": [h, w], "counts": counts}
-    if isinstance(seg, list):  # polygons [[x0, y0, x1, y1, ...], ...]
-        if all(_is_number(x) for x in seg):
-            seg = [seg]
-        polys = []
-        for poly in seg:
-            if not isinstance(poly, list) or not all(_is_number(x) for x in poly):
-                raise DatasetError(f"{label}: a polygon must be a list of numbers [x0, y0, x1, y1, ...].")
-            # Fewer than 3 points has no area (and pycocotools would read 4 numbers as a box).
-            if len(poly) >= 6 and len(poly) % 2 == 0:
-                polys.append([float(x) for x in poly])
-        if not polys:
-            return None
-        return _coco.merge(_coco.frPyObjects(polys, h, w))
-    raise DatasetError(f"{label}: a segmentation must be an RLE dict, a list of polygons or null, "
-                       f"not {type(seg).__name__}.")
 
 
 def _bytes_rle(m):
@@ -398,11 +278,3 @@ def _coco_api(images: list[dict], anns: list[dict], cats: list[dict]) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         api.createIndex()
     return api
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)

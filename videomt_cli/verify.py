@@ -51,9 +51,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from videomt_cli import checkpoint
+from videomt_cli.modeling import checkpoint
 from videomt_cli.errors import InputError
-from videomt_cli.model import VideoMT, VideoMTOutput, resample_pos_embed
+from videomt_cli.modeling.model import VideoMT, VideoMTOutput, resample_pos_embed
 
 ATOL = 1e-5
 RTOL = 1e-4

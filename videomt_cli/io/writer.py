@@ -1,0 +1,354 @@
+"""Writing video: the atomic :class:`VideoWriter` overlays are encoded with. No torch."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from videomt_cli.errors import InputError, VideoError
+from videomt_cli.io.atomic import AtomicPath
+from videomt_cli.io.probe import IMAGE_FOLDER_FPS, _ffmpeg_reason
+from videomt_cli.records import VideoInfo
+
+# Output suffix -> default encoder. H.264 plays everywhere; webm only takes VP8/VP9/AV1.
+_WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+
+
+class VideoWriter:
+    """Write RGB frames to a video, atomically, keeping the source's rate, timestamps and audio.
+
+    ``with VideoWriter(path, info, audio_from=info.path) as w: w.write(rgb, pts)``
+
+    - Encoder: libx264 (``crf``, ``preset``) for .mp4/.mov/.m4v/.mkv, libvpx-vp9 for .webm.
+    - Size: the frames' size exactly. H.264 in yuv420p needs even sizes, so an odd width or height
+      is encoded as yuv444p (High 4:4:4 profile: the same size and frame count, but some players,
+      browsers and QuickTime among them, do not play it; a warning says so). ``pad_odd=True``
+      instead pads one replicated row/column to get a yuv420p file one pixel larger.
+    - Timing: the stream's frame rate is ``info.fps`` (exact fraction) and its time base
+      ``info.time_base``; each frame keeps the source pts given to ``write`` (so variable frame rate
+      survives). ``pts=None`` continues at the nominal rate. Matroska/WebM store milliseconds, so
+      there times are rounded to 1 ms. (For variable-rate sources the average rate a reader reports
+      for the output may differ from the source's: it depends on the last frame's guessed length.)
+    - Rotation: frames from ``read_frames`` are already upright, so no rotation metadata is written.
+    - Audio: with ``audio_from`` (the source file), its first audio stream is copied packet by
+      packet (no re-encoding), interleaved with the video, over the time span of the written frames.
+      When the output container cannot hold that codec, the video is written without audio and
+      ``warnings`` says so.
+    - Atomic: frames go to a hidden temp file in the same folder, renamed onto ``path`` on a clean
+      exit; on any exception (KeyboardInterrupt too) the temp file is deleted and nothing is left.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: VideoInfo,
+        codec: str | None = None,
+        crf: int = 20,
+        preset: str = "veryfast",
+        audio_from: str | os.PathLike | None = None,
+        pix_fmt: str | None = None,
+        pad_odd: bool = False,
+    ):
+        self.path = Path(path)
+        self.info = info
+        suffix = self.path.suffix.lower()
+        if suffix not in _WRITE_CODECS:
+            raise VideoError(f"cannot write a video named {self.path.name}: use .mp4, .mov, .mkv or .webm.")
+        self.codec = codec or _WRITE_CODECS[suffix]
+        self.crf = crf
+        self.preset = preset
+        self.audio_from = Path(audio_from) if audio_from else None
+        self.pad_odd = pad_odd
+        self.warnings: list[str] = []
+        self.frames_written = 0
+        self.width, self.height = info.width, info.height
+        self.pix_fmt = pix_fmt
+        needs_even = self.codec in ("libx264", "libx265", "h264", "hevc")
+        odd = self.width % 2 or self.height % 2
+        if needs_even and odd and pix_fmt in (None, "yuv420p"):
+            if pad_odd:
+                self.width += self.width % 2
+                self.height += self.height % 2
+                self.pix_fmt = "yuv420p"
+                self.warnings.append(
+                    f"odd size {info.width}x{info.height} padded to {self.width}x{self.height} for yuv420p H.264."
+                )
+            elif pix_fmt is None:
+                self.pix_fmt = "yuv444p"
+                self.warnings.append(
+                    f"odd size {info.width}x{info.height}: written as yuv444p H.264 to keep the exact size; "
+                    f"some players (browsers, QuickTime) cannot play it (pad_odd=True gives yuv420p)."
+                )
+            else:
+                raise VideoError(
+                    f"H.264 yuv420p needs even sizes, got {info.width}x{info.height}: use pix_fmt=yuv444p or pad_odd."
+                )
+        self.pix_fmt = self.pix_fmt or "yuv420p"
+        self.fps = Fraction(info.fps) if info.fps else None
+        if self.fps is None:
+            self.fps = IMAGE_FOLDER_FPS
+            self.warnings.append(f"source has no frame rate; writing at {self.fps} fps.")
+        self.time_base = Fraction(info.time_base) if info.time_base else 1 / self.fps
+        self._step = max(1, round(1 / (self.fps * self.time_base)))
+        self._tmp: AtomicPath | None = None
+        self._out = None
+        self._stream = None
+        self._audio_in = None
+        self._audio_out = None
+        self._audio_packets = None
+        self._audio_next = None
+        self._first_time: float | None = None
+        self._last_pts: int | None = None
+
+    # -- lifecycle
+
+    def __enter__(self) -> VideoWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def open(self) -> None:
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise VideoError(f"folder {folder} does not exist: create it or choose another output path.")
+        want_audio = self.audio_from is not None
+        try:
+            try:
+                self._start(want_audio)
+            except av.FFmpegError as e:
+                had_audio = self._audio_out is not None
+                self._discard()
+                if not had_audio:
+                    raise VideoError(f"cannot start writing {self.path} ({_ffmpeg_reason(e)}).") from None
+                # The muxer refused the copied audio stream only when writing the header (opus in mov).
+                self.warnings.append(
+                    f"audio cannot go into {self.path.suffix} ({_ffmpeg_reason(e)}); written without audio."
+                )
+                try:
+                    self._start(False)
+                except av.FFmpegError as e2:
+                    raise VideoError(f"cannot start writing {self.path} ({_ffmpeg_reason(e2)}).") from None
+        except BaseException:
+            self._discard()
+            raise
+
+    def _start(self, with_audio: bool) -> None:
+        self._tmp = AtomicPath(self.path, create=False)  # the muxer creates the file itself
+        options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
+        try:
+            self._out = av.open(str(self._tmp.tmp), "w", options=options)
+        except (av.FFmpegError, OSError) as e:
+            self._tmp.discard()
+            self._tmp = None
+            raise VideoError(f"cannot write {self.path} ({_ffmpeg_reason(e)}): check the folder is writable.") from None
+        try:
+            stream = self._out.add_stream(self.codec, rate=self.fps)
+        except (ValueError, av.FFmpegError) as e:
+            self._discard()
+            raise VideoError(f"cannot encode {self.codec} into {self.path.name} ({e}).") from None
+        stream.width, stream.height = self.width, self.height
+        stream.pix_fmt = self.pix_fmt
+        stream.codec_context.time_base = self.time_base
+        if self.codec.startswith("libvpx"):
+            stream.options = {"crf": str(self.crf + 11), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        elif self.codec in ("libx264", "libx265"):
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._stream = stream
+        self._audio_out = None
+        if with_audio:
+            self._add_audio()
+        self._out.start_encoding()  # writes the header: an impossible stream fails here, not mid-way
+
+    def _add_audio(self) -> None:
+        try:
+            self._audio_in = av.open(str(self.audio_from), "r")
+        except (av.FFmpegError, OSError) as e:
+            self.warnings.append(
+                f"cannot read audio from {self.audio_from} ({_ffmpeg_reason(e)}); written without audio."
+            )
+            return
+        if not self._audio_in.streams.audio:
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        source = self._audio_in.streams.audio[0]
+        try:
+            self._audio_out = self._out.add_stream_from_template(source)
+        except (ValueError, av.FFmpegError) as e:
+            self.warnings.append(
+                f"audio ({source.codec_context.name}) cannot go into {self.path.suffix} ({e}); written without audio."
+            )
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        self._audio_packets = self._audio_in.demux(source)
+
+    def close(self) -> None:
+        """Flush the encoder and the remaining audio, then move the file into place."""
+        if self._out is None:
+            return
+        try:
+            self._mux_video(self._stream.encode(None))
+            end = None
+            if self._last_pts is not None:
+                end = float((self._last_pts + self._step) * self.time_base)
+            self._mux_audio_until(end, final=True)
+            self._out.close()
+            self._out = None
+            self._close_audio()
+            if self.frames_written == 0:
+                self.warnings.append("no frames were written.")
+            self._tmp.commit()
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop everything written so far; leaves no file behind."""
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:
+                pass
+            self._out = None
+        self._close_audio()
+        if self._tmp is not None:
+            self._tmp.discard()
+            self._tmp = None
+
+    def _close_audio(self) -> None:
+        if self._audio_in is not None:
+            try:
+                self._audio_in.close()
+            except Exception:
+                pass
+        self._audio_in = None
+        self._audio_packets = None
+        self._audio_next = None
+
+    # -- frames
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame at source timestamp ``pts`` (time_base units)."""
+        if self._out is None:
+            raise VideoError("VideoWriter.write called outside its with-block (or after close).")
+        image = np.asarray(image)
+        if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
+            raise InputError(
+                f"frame must be ({self.info.height}, {self.info.width}, 3) uint8 RGB, got {image.shape} {image.dtype}."
+            )
+        if (self.width, self.height) != (self.info.width, self.info.height):
+            pad = ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0))
+            image = np.pad(image, pad, mode="edge")
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + self._step
+        pts = int(pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            if not any("not increasing" in w for w in self.warnings):
+                self.warnings.append(
+                    f"timestamps not increasing at frame {self.frames_written}; shifted to keep order."
+                )
+            pts = self._last_pts + 1
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        if self._first_time is None:
+            self._first_time = float(pts * self.time_base)
+        self._last_pts = pts
+        self._mux_video(self._stream.encode(frame))
+        self.frames_written += 1
+
+    def _mux_video(self, packets) -> None:
+        for packet in packets:
+            if self._audio_packets is not None and packet.dts is not None and packet.time_base:
+                self._mux_audio_until(float(packet.dts * packet.time_base))
+            self._out.mux(packet)
+
+    def _mux_audio_until(self, until: float | None, final: bool = False) -> None:
+        """Copy source audio packets that start before ``until`` seconds (all of them when None)."""
+        if self._audio_packets is None or self._first_time is None:
+            return
+        lead = 1.0  # audio kept from this long before the first frame (codec priming, sub-ranges)
+        while True:
+            packet = self._audio_next
+            if packet is None:
+                try:
+                    packet = next(self._audio_packets)
+                except (StopIteration, av.FFmpegError):
+                    self._audio_packets = None
+                    return
+                if packet.dts is None or packet.size == 0:
+                    continue
+            t = float(packet.pts * packet.time_base) if packet.pts is not None else float(packet.dts * packet.time_base)
+            if until is not None and t >= until:
+                self._audio_next = packet  # later; (at the end: past the video, dropped)
+                if final:
+                    self._audio_packets = None
+                return
+            self._audio_next = None
+            t_end = t + float((packet.duration or 0) * packet.time_base)
+            if t_end < self._first_time - lead:
+                continue
+            packet.stream = self._audio_out
+            self._out.mux(packet)
+
+
+
+class BackgroundWriter:
+    """Encode in a thread of its own: ``write(image, pts)`` queues the frame (at most ``maxsize``
+    waiting) and returns; the thread feeds ``writer.write``. An error in the thread is raised by
+    the next ``write`` or on exit. Use it inside the writer's own ``with`` block::
+
+        with VideoWriter(path, info) as w, BackgroundWriter(w) as out:
+            out.write(image, pts)
+    """
+
+    def __init__(self, writer: VideoWriter, maxsize: int = 4) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._error: BaseException | None = None
+        self._dropping = False  # the producer failed: what is still queued is not encoded
+        self._thread = threading.Thread(target=self._run, name="videomt-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None and not self._dropping:
+                try:
+                    self.writer.write(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the producer, who re-raises it
+                    self._error = e
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((image, pts))
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._dropping = exc_type is not None
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error

@@ -1,0 +1,151 @@
+"""YouTube-VIS JSON: the results list (what ``segment`` writes and ``eval`` scores), the
+dataset-style file (results opened as annotations), and reading a results file back. No torch."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from videomt_cli.errors import DatasetError, OutputError
+from videomt_cli.io import masks as mask_ops
+from videomt_cli.io.atomic import fsync_file
+from videomt_cli.records import Category, Segment, VideoResult
+from videomt_cli.sinks.base import JsonSink, Sink, dump, frame_file_names, plain_rle
+
+
+class YtvisResultsSink(Sink):
+    """YouTube-VIS results: a JSON list of ``{video_id, category_id, score, segmentations}``.
+
+    ``segmentations`` has one entry per frame of the video, ``null`` for frames not processed.
+    Streams to the temporary file mask by mask, so many videos (``--dataset``) and long videos
+    cost no extra memory.
+    """
+
+    format = "ytvis"
+
+    def _begin(self) -> None:
+        self._f = open(self.tmp, "wb")
+        self._f.write(b"[")
+        self._first = True
+
+    def add(self, result: VideoResult) -> None:
+        self.open()
+        for seg in result.segments:
+            head = {"video_id": result.video_id, "category_id": int(seg.category_id), "score": float(seg.score)}
+            self._f.write(b"\n" if self._first else b",\n")
+            # The same bytes as dumping the whole entry, written mask by mask.
+            self._f.write(json.dumps(head, separators=(",", ":"), allow_nan=False)[:-1].encode("utf-8"))
+            self._f.write(b',"segmentations":[')
+            for i, mask in enumerate(result.masks_of(seg)):
+                if i:
+                    self._f.write(b",")
+                dump(plain_rle(mask), self._f)
+            self._f.write(b"]}")
+            self._first = False
+        self.count += 1
+
+    def _finish(self) -> None:
+        self._f.write(b"\n]\n")
+        fsync_file(self._f)
+        self._f.close()
+
+    def _release(self) -> None:
+        f = getattr(self, "_f", None)
+        if f is not None and not f.closed:
+            f.close()
+
+
+class YtvisDatasetSink(JsonSink):
+    """A YouTube-VIS annotation (ground-truth style) file: ``videos``, ``annotations``, ``categories``.
+
+    Like YouTube-VIS ground truth, a frame where a track is absent (empty mask) or that was not
+    processed is ``null`` in ``segmentations``, ``areas`` and ``bboxes``. Tracks with no pixel in
+    any frame are left out. ``score`` is kept on each annotation.
+    """
+
+    format = "ytvis-dataset"
+
+    def __init__(self, path, overwrite: bool = False) -> None:
+        super().__init__(path, overwrite)
+        self.videos: list[dict] = []
+        self.annotations: list[dict] = []
+
+    def add(self, result: VideoResult) -> None:
+        self.open()
+        if any(v["id"] == result.video_id for v in self.videos):
+            raise OutputError(f"video_id {result.video_id} was already written to {self.path}; "
+                              "each video needs its own id.")
+        info = result.video
+        self._add_categories(result)
+        self.videos.append({"id": result.video_id, "width": info.width, "height": info.height,
+                            "length": result.num_frames, "file_names": frame_file_names(result)})
+        for seg in result.segments:
+            masks = list(result.masks_of(seg))
+            present = [i for i, m in enumerate(masks) if m is not None]
+            # areas and boxes of the whole track in one pycocotools call each
+            areas = mask_ops.areas([masks[i] for i in present])
+            boxes = mask_ops.bboxes([masks[i] for i in present])
+            segms, area_list, box_list = [None] * len(masks), [None] * len(masks), [None] * len(masks)
+            for i, a, b in zip(present, areas.tolist(), boxes.tolist()):
+                if a:
+                    segms[i], area_list[i], box_list[i] = plain_rle(masks[i]), a, [float(v) for v in b]
+            if all(a is None for a in area_list):
+                continue
+            self.annotations.append({
+                "id": len(self.annotations) + 1, "video_id": result.video_id, "category_id": int(seg.category_id),
+                "segmentations": segms, "areas": area_list, "bboxes": box_list, "iscrowd": 0,
+                "height": info.height, "width": info.width, "length": 1, "score": float(seg.score),
+                "track_id": seg.track_id,
+            })
+        self.count += 1
+
+    def _document(self) -> dict:
+        return {"info": {"description": "VidEoMT results (YouTube-VIS dataset style)"}, "licenses": [],
+                "videos": self.videos, "annotations": self.annotations, "categories": self._categories_json()}
+
+
+def read_results(results_path: str | os.PathLike, source, categories: list[Category], *,
+                 video_id: int | None = None, score_threshold: float = 0.0,
+                 class_ids: set[int] | None = None) -> VideoResult:
+    """A YouTube-VIS results file (what ``segment`` writes) -> the ``VideoResult`` of one video, to
+    draw it again without running the model. ``categories`` name the ids (the model's labels);
+    ``source`` is the video (a path or ``Source``). The file may hold several videos: ``video_id``
+    picks one (needed only when it holds more)."""
+    from videomt_cli.io.read import open_source  # PyAV: only when a video is opened
+
+    try:
+        entries = json.loads(Path(results_path).read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"Results file {results_path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{results_path} is not a readable JSON results file ({e}).") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "segmentations" in e for e in entries):
+        raise DatasetError(f"{results_path} is not a YouTube-VIS results list "
+                           f"([{{video_id, category_id, score, segmentations}}, ...]).")
+    ids = sorted({e.get("video_id") for e in entries})
+    if video_id is None:
+        if len(ids) > 1:
+            raise DatasetError(f"{results_path} holds {len(ids)} videos ({ids[:5]}...); pick one with --video-id.")
+        video_id = ids[0] if ids else 1
+    elif entries and video_id not in ids:
+        raise DatasetError(f"{results_path} has no results for video id {video_id}; it has {ids[:10]}.")
+    known = {c.id for c in categories}
+    info = open_source(source).info
+    pairs = []
+    for entry in sorted((e for e in entries if e.get("video_id") == video_id), key=lambda e: -e["score"]):
+        if entry["score"] < score_threshold or (class_ids is not None and entry["category_id"] not in class_ids):
+            continue
+        if entry["category_id"] not in known:
+            raise DatasetError(f"{results_path} uses category id {entry['category_id']}, which the labels "
+                               f"do not have; pass the model that wrote it (--model).")
+        masks = entry["segmentations"]
+        if info.num_frames is not None and len(masks) != info.num_frames:
+            raise DatasetError(f"{results_path} has {len(masks)} frames per result but {info.path} has "
+                               f"{info.num_frames} frames: is it the results of another video?")
+        seg = Segment(track_id=len(pairs) + 1, category_id=entry["category_id"], score=float(entry["score"]))
+        pairs.append((seg, masks))
+    num_frames = len(pairs[0][1]) if pairs else (info.num_frames or 0)
+    processed = sorted({i for _, masks in pairs for i, m in enumerate(masks) if m is not None})
+    return VideoResult.from_masks(info, "instance", categories, pairs, processed=processed, num_frames=num_frames,
+                                  video_id=video_id)
