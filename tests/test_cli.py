@@ -550,3 +550,36 @@ def test_two_pass_tasks_read_the_video_twice_and_write_id_pictures(tiny, videos,
 
     with Image.open(tmp_path / "masks" / pngs[0]) as im:
         assert im.size == spec["size"]
+
+
+def _cli_at_width(columns: int, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    run = subprocess.run([sys.executable, "-m", "videomt_cli.cli", *map(str, args)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+@pytest.mark.parametrize("columns", [80, 140])
+def test_models_fits_the_terminal_without_breaking_names(columns):
+    from videomt_cli.modeling import registry
+
+    out = _cli_at_width(columns, "models").stdout
+    assert max(len(line) for line in out.splitlines()) <= columns
+    words = set(out.split())
+    for entry in registry.entries():  # every name and source whole, on one line
+        assert entry.name in words and (entry.hub or f"{entry.file}") in words
+
+
+def test_info_fits_80_columns(videos):
+    out = _cli_at_width(80, "info", videos["rotated"]["path"]).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_the_demo_model_says_so_once_on_stderr(videos, tmp_path):
+    run = _cli_at_width(80, "segment", videos["ntsc"]["path"], "-o", tmp_path / "a.json")
+    notes = [line for line in run.stderr.splitlines() if "demo model" in line]
+    assert len(notes) == 1 and "videomt models" in notes[0]
+    assert "demo model" not in run.stdout
+    quiet = _cli_at_width(80, "segment", videos["ntsc"]["path"], "-o", tmp_path / "b.json", "-q")
+    assert quiet.stderr == "" and quiet.stdout.strip() == str(tmp_path / "b.json")

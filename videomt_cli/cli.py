@@ -257,8 +257,9 @@ def _make_predictor(model: Optional[str], **options):
     predictor = Predictor.from_model(model, **options)
     for warning in predictor.warnings:
         warn(warning)
-    for note in predictor.notes:
-        err.print(f"[dim]Note: {escape(note)}[/dim]", soft_wrap=True, highlight=False)
+    for note in predictor.notes:  # information, not a warning: --quiet silences it
+        if not _State.quiet:
+            err.print(f"[dim]Note: {escape(note)}[/dim]", soft_wrap=True, highlight=False)
     return predictor
 
 
