@@ -88,10 +88,9 @@ def test_timespec_parse_error_says_what_is_accepted():
 
 def test_window_defaults_and_of():
     w = Window()
-    assert w.start is None and w.end is None and w.stride == 1 and w.is_all
+    assert w.start is None and w.end is None and w.stride == 1
     w = Window.of("4.5s", 120, 2)
     assert w == Window(TimeSpec(seconds=4.5), TimeSpec(frame=120), 2)
-    assert not w.is_all and not Window.of(stride=2).is_all and not Window.of(start=0).is_all
     with pytest.raises(dataclasses.FrozenInstanceError):
         w.stride = 3
 

@@ -79,10 +79,6 @@ class Window:
         """From option values: frame numbers, seconds (float), strings as ``TimeSpec.parse`` takes."""
         return cls(TimeSpec.parse(start, "--start"), TimeSpec.parse(end, "--end"), stride)
 
-    @property
-    def is_all(self) -> bool:
-        return self.start is None and self.end is None and self.stride == 1
-
     def check_against(self, num_frames: int | None, duration: float | None) -> None:
         """Refuse a start after the video's end before anything is decoded (when the header says)."""
         s = self.start
