@@ -174,14 +174,24 @@ def _digest(result):
 
 
 @pytest.mark.parametrize("task", ["panoptic", "semantic"])
-def test_two_pass_tasks_do_not_depend_on_the_chunk_size(predictor, task):
+def test_two_pass_tasks_depend_on_the_chunk_size_only_by_rounding(predictor, task):
+    """The README's guarantee: the same segments, scores within 1e-6, and masks that can differ only
+    in pixels where float rounding decides (here: at most 1e-4 of a frame's pixels)."""
     p = _task(predictor, task)
     digests = []
     for chunk in (1, 4, N):
         with dataclasses.replace(p, chunk_size=chunk).run(str(EXAMPLE), end=N) as result:
             assert result.task == task and result.segments
             digests.append(_digest(result))
-    assert digests[0] == digests[1] == digests[2]
+    (ref_segments, ref_masks), (h, w) = digests[0], (240, 320)
+    for segments, masks in digests[1:]:
+        assert [s[:2] + s[3:] for s in segments] == [s[:2] + s[3:] for s in ref_segments]
+        assert all(abs(a[2] - b[2]) <= 1e-6 for a, b in zip(segments, ref_segments))
+        for track, ref_track in zip(masks, ref_masks):
+            for m, r in zip(track, ref_track):
+                assert (m is None) == (r is None)
+                if m is not None and m != r:
+                    assert (mask_ops.decode(m) != mask_ops.decode(r)).sum() <= 1e-4 * h * w
 
 
 @pytest.mark.parametrize("task", ["panoptic", "semantic"])
