@@ -153,3 +153,116 @@ def test_bad_arguments_raise_input_errors(tiny):
         verify.verify(tiny, size=(50, 64))
     with pytest.raises(InputError):
         verify.verify(tiny, frames=0)
+
+
+# --------------------------------------------------------------------------- DINOv3
+
+
+def random_tiny_dinov3(norm_queries: bool = False, seed: int = 0) -> VideoMT:
+    torch.manual_seed(seed)
+    model = VideoMT(config.preset("tiny-dinov3", norm_queries=norm_queries)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+DINOV3_BACKBONE = ["embeddings"] + [f"layer {i}" for i in range(4)] + ["final norm"]
+
+
+@pytest.mark.parametrize("norm_queries", [False, True])
+def test_dinov3_tiny_model_matches_the_references(norm_queries):
+    """DINOv3ViTModel at 64x64 and 48x80 (every block), EoMT-DINOv3 driven with the propagation."""
+    pytest.importorskip("transformers")
+    report = verify.verify(random_tiny_dinov3(norm_queries), frames=3, batch=2)
+    assert report.ok, "\n".join(report.lines())
+    assert report.reference_skipped is None
+    expected = ([f"backbone 64x64 {s}" for s in DINOV3_BACKBONE] + [f"backbone 48x80 {s}" for s in DINOV3_BACKBONE]
+                + ["embeddings"] + [f"layer {i}" for i in range(4)]
+                + [f"frame {t} {kind}" for t in range(3) for kind in ("class", "mask")]
+                + ["chunked c=1", "chunked c=2", "chunked c=3 (all frames)", "batch vs single"])
+    assert [r.stage for r in report.rows] == expected
+    assert verify.non_square_size(config.preset("large-dinov3")) == (448, 800)
+
+
+def perturbed_dinov3_references(monkeypatch, backbone_weight=None, eomt_weight=None):
+    """verify's DINOv3 references as usual, then seeded noise on one weight of either."""
+    for name, pick in (("build_dinov3_backbone", backbone_weight), ("build_eomt_dinov3", eomt_weight)):
+        if pick is None:
+            continue
+        build = getattr(verify, name)
+
+        def build_and_edit(model, build=build, pick=pick):
+            ref = build(model)
+            tensor = pick(ref)
+            with torch.no_grad():
+                tensor.add_(0.05 * torch.randn(tensor.shape, generator=torch.Generator().manual_seed(1)))
+            return ref
+
+        monkeypatch.setattr(verify, name, build_and_edit)
+
+
+def test_dinov3_a_perturbed_block_fails_at_its_layer(monkeypatch):
+    pytest.importorskip("transformers")
+    perturbed_dinov3_references(monkeypatch, backbone_weight=lambda ref: ref.model.layer[1].mlp.up_proj.weight,
+                                eomt_weight=lambda ref: ref.layers[1].mlp.up_proj.weight)
+    by_stage = rows(verify.verify(random_tiny_dinov3(), frames=2, batch=1))
+    for size in ("64x64", "48x80"):
+        assert by_stage[f"backbone {size} layer 0"].ok and not by_stage[f"backbone {size} layer 1"].ok
+    assert by_stage["layer 0"].ok and not by_stage["layer 1"].ok and not by_stage["frame 0 mask"].ok
+    assert by_stage["chunked c=1"].ok and by_stage["batch vs single"].ok
+
+
+def test_dinov3_a_wrong_propagation_fails_from_the_second_frame(monkeypatch):
+    """Ours propagating the raw tokens although the model says norm_queries: frame 0 and the
+    backbone still agree, every later frame fails."""
+    pytest.importorskip("transformers")
+    model = random_tiny_dinov3(norm_queries=True)
+
+    def raw_state(tokens, state, rotary=None):  # decode_step, but the raw tokens become the state
+        x = torch.cat([model.initial_queries(tokens.shape[0]) if state is None
+                       else model.query_updater(state) + model.queries.weight, tokens], 1)
+        for block in model.blocks[model.config.query_start:]:
+            x = block(x, rotary)
+        return model.norm(x), x[:, : model.config.num_queries]
+
+    monkeypatch.setattr(model, "decode_step", raw_state)
+    by_stage = rows(verify.verify(model, frames=3, batch=2))
+    assert all(by_stage[s].ok for s in ("backbone 48x80 layer 3", "embeddings", "layer 1", "frame 0 class",
+                                        "frame 0 mask"))
+    assert not by_stage["layer 2"].ok and not by_stage["frame 1 class"].ok and not by_stage["frame 2 mask"].ok
+
+
+def test_dinov3_another_size_runs_the_backbone_there_and_skips_eomt():
+    pytest.importorskip("transformers")
+    report = verify.verify(random_tiny_dinov3(), frames=2, batch=2, size=(48, 112))
+    assert report.ok, "\n".join(report.lines())
+    stages = [r.stage for r in report.rows]
+    assert stages[: len(DINOV3_BACKBONE)] == [f"backbone 48x112 {s}" for s in DINOV3_BACKBONE]
+    assert "frame 0 class" not in stages and "backbone 64x64 embeddings" not in stages
+    assert "64x64" in report.reference_skipped and "48x112" in report.reference_skipped
+
+
+def test_dinov3_without_transformers_the_invariants_still_run(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    report = verify.verify(random_tiny_dinov3(), frames=3, batch=2)
+    assert report.reference_skipped == verify.TRANSFORMERS_MISSING
+    assert [r.stage for r in report.rows] == [
+        "chunked c=1", "chunked c=2", "chunked c=3 (all frames)", "batch vs single"]
+    assert report.ok
+
+
+def test_dinov3_verify_command_exit_codes(tmp_path, monkeypatch):
+    """The CLI's codes: 0 when every stage is within tolerance, 1 when one is not."""
+    pytest.importorskip("transformers")
+    from typer.testing import CliRunner
+
+    from videomt_cli import cli
+
+    path = checkpoint.save(random_tiny_dinov3(norm_queries=True), tmp_path / "d3.safetensors")
+    result = CliRunner().invoke(cli.app, ["verify", "--ckpt", str(path), "--frames", "2"])
+    assert result.exit_code == 0, result.output
+    assert "backbone 48x80 layer 3" in result.output and "frame 1 mask" in result.output
+    perturbed_dinov3_references(monkeypatch, eomt_weight=lambda ref: ref.class_predictor.weight)
+    result = CliRunner().invoke(cli.app, ["verify", "--ckpt", str(path), "--frames", "2"])
+    assert result.exit_code == 1 and "frame 0 class" in result.output

@@ -16,6 +16,23 @@ the checkpoint's stored square ``image_size``, the only size the reference accep
   patch mask (ours ``model(frames, patch_mask=...)``, the reference's embeddings given
   ``bool_masked_pos`` through a pre-hook), compared at the embeddings and at the logits.
 
+DINOv3 models (``config.family == "dinov3"``; transformers has no DINOv3 VidEoMT, so the
+references are its DINOv3 backbone and its EoMT on DINOv3, driven to do VidEoMT's propagation):
+
+- ``backbone HxW embeddings`` / ``layer i`` / ``final norm``: our tokens, every block run on the
+  tokens without queries, and the final LayerNorm, against ``transformers.DINOv3ViTModel`` with
+  our backbone weights, at the stored square size and at a non-square one (0.7 x 1.25 of it,
+  448x800 for 640; or only at ``size`` when one is given): RoPE from any grid, no resampling;
+- ``embeddings``, ``layer i``, ``frame t class`` / ``frame t mask`` (stored square size only):
+  ``transformers.EomtDinov3ForUniversalSegmentation`` with our weights and its ``attn_mask_probs``
+  zeroed (no masked attention: VidEoMT's inference), run once per frame. Frame 0 of every video in
+  one call with its learned queries (that IS VidEoMT's first frame); every later frame of each
+  video alone, with its ``query.weight`` set to query_updater(O_{t-1}) + E, O_{t-1} the query
+  tokens its last layer gave for the previous frame (taken by a forward hook; after its final
+  LayerNorm when ``norm_queries``). ``query_updater`` is the one module transformers lacks: a
+  plain Linear with our weights. Its upscale LayerNorm2d has a fixed eps of 1e-6, ours'
+  ``upscale_norm_eps``: another value skips these rows with the reason.
+
 Invariant rows (ours only, at any size):
 
 - ``chunked c=1``, ``chunked c=2``, ``chunked c=T (all frames)``: the clip fed in chunks of c frames,
@@ -53,6 +70,8 @@ from torch import Tensor
 
 from videomt_cli.modeling import checkpoint
 from videomt_cli.errors import InputError
+import torch.nn.functional as F
+
 from videomt_cli.modeling.model import VideoMT, VideoMTOutput, resample_pos_embed
 
 ATOL = 1e-5
@@ -306,7 +325,7 @@ def _masked_self_row(model: VideoMT, clip: Tensor, mask: Tensor) -> StageRow:
     plain = model.embed(flat)
     masked = model.embed(flat, mask)
     prefix = model.config.num_prefix_tokens
-    filled = model.mask_token + resample_pos_embed(model.pos_embed, grid)  # (1, N, C)
+    filled = model.mask_token if model.pos_embed is None else model.mask_token + resample_pos_embed(model.pos_embed, grid)
     expected = plain.clone()
     expected[:, prefix:] = torch.where(mask.unsqueeze(-1), filled, plain[:, prefix:])
     return compare("masked patches (embeddings, no reference)", masked, expected)
@@ -346,6 +365,9 @@ def verify(loaded: checkpoint.Loaded | VideoMT, frames: int = 3, size: tuple[int
     clip = torch.randn(batch, frames, 3, H, W, generator=generator)
     n_patches = (H // p) * (W // p)
     patch_mask = torch.rand(batch, frames, n_patches, generator=generator) < 0.3
+
+    if cfg.family == "dinov3":
+        return _verify_dinov3(model, clip, patch_mask, size is None, seed)
 
     rows: list[StageRow] = []
     reference_skipped = None
@@ -404,3 +426,226 @@ def verify(loaded: checkpoint.Loaded | VideoMT, frames: int = 3, size: tuple[int
                 rows.append(_masked_self_row(model, clip, patch_mask.flatten(0, 1)))
 
     return VerifyReport(rows=rows, reference_skipped=reference_skipped, size=(H, W), frames=frames)
+
+
+# ----------------------------------------------------------------------------- DINOv3
+
+
+class ReferenceUnavailable(Exception):
+    """The reference cannot represent this model (the reason is the message)."""
+
+
+def _reference_import_reason(e: ImportError) -> str:
+    if (e.name or "").split(".")[0] == "transformers":
+        return TRANSFORMERS_MISSING
+    return f"transformers does not import ({e})"
+
+
+def _dinov3_hf_state(model: VideoMT) -> dict[str, Tensor]:
+    """Our weights under transformers' DINOv3 names (``checkpoint``'s "hf" column: EoMT-DINOv3)."""
+    return checkpoint.from_our_keys({k: v.detach() for k, v in model.state_dict().items()}, "hf", family="dinov3")
+
+
+def build_dinov3_backbone(model: VideoMT):
+    """``transformers.DINOv3ViTModel`` holding our backbone weights, float32, eval.
+
+    Raises ImportError without transformers. Its own layout: blocks under ``model.layer`` (from
+    transformers 5.4), the final norm ``norm``; loaded strictly.
+    """
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    cfg = model.config
+    ref = DINOv3ViTModel(DINOv3ViTConfig(
+        hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * cfg.mlp_ratio,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, patch_size=cfg.patch_size,
+        image_size=cfg.image_size, num_register_tokens=cfg.num_register_tokens, rope_theta=cfg.rope_theta,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_act="gelu", layerscale_value=1.0, use_gated_mlp=False,
+        query_bias=True, key_bias=False, value_bias=True, proj_bias=True, mlp_bias=True,
+    ))
+    state = {}
+    for key, value in _dinov3_hf_state(model).items():
+        if key.startswith("embeddings."):
+            state[key] = value
+        elif key.startswith("layers."):
+            state["model.layer." + key[len("layers."):]] = value
+        elif key.startswith("layernorm."):
+            state["norm." + key[len("layernorm."):]] = value
+    state.setdefault("embeddings.mask_token", torch.zeros(1, 1, cfg.hidden_size))
+    ref.load_state_dict(state, strict=True)
+    return ref.to(device="cpu", dtype=torch.float32).eval()
+
+
+def build_eomt_dinov3(model: VideoMT):
+    """``transformers.EomtDinov3ForUniversalSegmentation`` with our weights and ``attn_mask_probs``
+    zeroed (so no masked attention, as VidEoMT at inference), float32, eval.
+
+    Raises ImportError without transformers, ReferenceUnavailable when it cannot hold this model
+    (an upscale LayerNorm2d eps other than its fixed 1e-6). Our ``query_updater`` and mask token
+    have no place in it; every other key must load, else RuntimeError (a key table bug).
+    """
+    from transformers import EomtDinov3Config, EomtDinov3ForUniversalSegmentation
+
+    cfg = model.config
+    if cfg.upscale_norm_eps != 1e-6:
+        raise ReferenceUnavailable(f"transformers' EoMT-DINOv3 fixes the upscale LayerNorm2d eps at 1e-6; this "
+                                   f"model has upscale_norm_eps {cfg.upscale_norm_eps:g}")
+    ref = EomtDinov3ForUniversalSegmentation(EomtDinov3Config(
+        hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * cfg.mlp_ratio,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, patch_size=cfg.patch_size,
+        image_size=cfg.image_size, num_register_tokens=cfg.num_register_tokens, num_blocks=cfg.num_query_blocks,
+        num_queries=cfg.num_queries, num_labels=cfg.num_classes, num_upscale_blocks=cfg.num_upscale_blocks,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_act="gelu", layerscale_value=1.0, use_gated_mlp=False,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        query_bias=True, key_bias=False, value_bias=True, proj_bias=True, mlp_bias=True,
+    ))
+    state = {k: v for k, v in _dinov3_hf_state(model).items()
+             if not k.startswith("query_updater.") and k != "embeddings.mask_token"}
+    result = ref.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - {"attn_mask_probs", "criterion.empty_weight"})
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"The DINOv3 key table does not cover transformers' EoMT-DINOv3: missing {missing}, "
+                           f"unexpected {sorted(result.unexpected_keys)}.")
+    with torch.no_grad():
+        ref.attn_mask_probs.zero_()
+    return ref.to(device="cpu", dtype=torch.float32).eval()
+
+
+def _dinov3_backbone_rows(model: VideoMT, ref, pixels: Tensor) -> list[StageRow]:
+    """Our embed -> every block (no queries) -> final norm against DINOv3ViTModel on ``pixels`` (N, 3, H, W)."""
+    cfg = model.config
+    H, W = pixels.shape[-2:]
+    grid = (H // cfg.patch_size, W // cfg.patch_size)
+    theirs: dict[str, Tensor] = {}
+    handles = [ref.embeddings.register_forward_hook(lambda m, i, o: theirs.__setitem__("embeddings", o)),
+               ref.norm.register_forward_hook(lambda m, i, o: theirs.__setitem__("final norm", o))]
+    for i, layer in enumerate(ref.model.layer):
+        handles.append(layer.register_forward_hook(
+            lambda m, i_, o, name=f"layer {i}": theirs.__setitem__(name, o[0] if isinstance(o, tuple) else o)))
+    try:
+        ref(pixel_values=pixels)
+    finally:
+        for h in handles:
+            h.remove()
+    rotary = model.rotary(grid)
+    x = model.embed(pixels)
+    ours = {"embeddings": x}
+    for i, block in enumerate(model.blocks):
+        x = block(x, rotary)
+        ours[f"layer {i}"] = x
+    ours["final norm"] = model.norm(x)
+    return [compare(f"backbone {H}x{W} {name}", ours[name], theirs.get(name, torch.empty(0)))
+            for name in ours]
+
+
+def _eomt_dinov3_rows(model: VideoMT, ref, clip: Tensor, recorded: dict[str, list[Tensor]],
+                      one_pass: VideoMTOutput) -> list[StageRow]:
+    """The EoMT-DINOv3 reference driven frame by frame with VidEoMT's propagation (module docstring)."""
+    cfg = model.config
+    B, T = clip.shape[:2]
+    Q, start = cfg.num_queries, cfg.query_start
+    diffs: dict[str, _Diff] = defaultdict(_Diff)
+    where = {"t": 0, "videos": list(range(B))}  # the frame and videos of the reference call running now
+
+    def ours_for(name: str, layer: int | None) -> Tensor:
+        if layer is not None and layer >= start:  # query blocks: one recorded call per frame, (B, Q + P, C)
+            return recorded[name][where["t"]][where["videos"]]
+        flat = recorded[name][0]  # embeddings and the first L - k blocks: one call on (B*T, P, C), video-major
+        return flat[[b * T + where["t"] for b in where["videos"]]]
+
+    def hook(name: str, layer: int | None):
+        def fn(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            diffs[name].add(ours_for(name, layer), out)
+        return fn
+
+    last: dict[str, Tensor] = {}
+    handles = [ref.embeddings.register_forward_hook(hook("embeddings", None)),
+               ref.layers[-1].register_forward_hook(lambda m, i, o: last.__setitem__("x", o))]
+    for i, layer in enumerate(ref.layers):
+        handles.append(layer.register_forward_hook(hook(f"layer {i}", i)))
+
+    def propagated() -> Tensor:
+        x = last["x"]
+        return (ref.layernorm(x) if cfg.norm_queries else x)[:, :Q]
+
+    learned = ref.query.weight.detach().clone()  # E
+    updater = model.query_updater
+    classes = torch.empty_like(one_pass.class_logits)
+    masks = torch.empty_like(one_pass.mask_logits)
+    try:
+        out = ref(pixel_values=clip[:, 0])  # frame 0 of every video: the learned queries, exactly EoMT
+        classes[:, 0], masks[:, 0] = out.class_queries_logits, out.masks_queries_logits
+        state = propagated()
+        for t in range(1, T):
+            where["t"] = t
+            new_state = []
+            for b in range(B):
+                where["videos"] = [b]
+                ref.query.weight.copy_(F.linear(state[b], updater.weight, updater.bias) + learned)
+                out = ref(pixel_values=clip[b:b + 1, t])
+                classes[b, t], masks[b, t] = out.class_queries_logits[0], out.masks_queries_logits[0]
+                new_state.append(propagated()[0])
+            state = torch.stack(new_state)
+    finally:
+        ref.query.weight.copy_(learned)
+        for h in handles:
+            h.remove()
+    rows = [diffs["embeddings"].row("embeddings")]
+    rows += [diffs[f"layer {i}"].row(f"layer {i}") for i in range(cfg.num_layers)]
+    for t in range(T):
+        rows.append(compare(f"frame {t} class", one_pass.class_logits[:, t], classes[:, t]))
+        rows.append(compare(f"frame {t} mask", one_pass.mask_logits[:, t], masks[:, t]))
+    return rows
+
+
+def non_square_size(config) -> tuple[int, int]:
+    """The non-square backbone check size: 0.7 x 1.25 of the stored square (448x800 for 640), in patches."""
+    p, side = config.patch_size, config.image_size
+    return max(1, round(0.7 * side / p)) * p, max(1, round(1.25 * side / p)) * p
+
+
+def _verify_dinov3(model: VideoMT, clip: Tensor, patch_mask: Tensor, default_size: bool, seed: int) -> VerifyReport:
+    cfg = model.config
+    B, T, _, H, W = clip.shape
+    square = (cfg.image_size, cfg.image_size)
+    rows: list[StageRow] = []
+    skipped: list[str] = []
+    with torch.no_grad():
+        recorded: dict[str, list[Tensor]] = defaultdict(list)
+        with _record_ours(model, recorded):
+            one_pass, _ = model(clip)
+
+        try:
+            backbone = build_dinov3_backbone(model)
+        except ImportError as e:
+            backbone = None
+            skipped.append(_reference_import_reason(e))
+        have_reference = backbone is not None
+        if have_reference:
+            rows += _dinov3_backbone_rows(model, backbone, clip[:, 0])
+            if default_size:  # and a non-square grid: RoPE for any size
+                h, w = non_square_size(cfg)
+                extra = torch.randn(B, 3, h, w, generator=torch.Generator().manual_seed(seed + 1))
+                rows += _dinov3_backbone_rows(model, backbone, extra)
+            del backbone
+
+        if have_reference and (H, W) != square:
+            skipped.append(f"transformers' EoMT-DINOv3 only runs at the checkpoint's stored size "
+                           f"{square[0]}x{square[1]}; this run uses {H}x{W} (the backbone rows ran at {H}x{W})")
+        elif have_reference:
+            try:
+                ref = build_eomt_dinov3(model)
+            except ImportError as e:
+                skipped.append(_reference_import_reason(e))
+            except ReferenceUnavailable as e:
+                skipped.append(str(e))
+            else:
+                rows += _eomt_dinov3_rows(model, ref, clip, recorded, one_pass)
+                del ref
+        del recorded
+
+        rows.extend(_invariant_rows(model, clip, one_pass))
+        if cfg.use_mask_token:  # no reference holds a DINOv3 VidEoMT mask token: the self-check
+            rows.append(_masked_self_row(model, clip, patch_mask.flatten(0, 1)))
+    reason = "; ".join(dict.fromkeys(skipped)) or None
+    return VerifyReport(rows=rows, reference_skipped=reason, size=(H, W), frames=T)

@@ -11,6 +11,21 @@ Formats (``detect_format`` tells them apart):
 
 Every load goes through ``load_state`` which maps keys to ours and reports consumed, ignored,
 missing, unexpected and wrong-shape keys by name; anything but a clean report is an error.
+
+Two backbone families (``detect_family``), each with its own key table: DINOv2 (DESIGN 2.4) and
+DINOv3 (DESIGN 2.5). The official DINOv3 layout was derived, not read from a released file (none
+can be downloaded here); docs/dinov3.md says from where. In short: the official code loads
+transformers' ``DINOv3ViTModel`` (4.56 layout) and renames it timm-style, ``embeddings`` ->
+``patch_embed`` (keeping ``cls_token``, ``register_tokens``, ``patch_embeddings``; the mask token
+deleted) and ``layer`` -> ``blocks`` (keeping ``attention.{q,k,v,o}_proj``, ``layer_scale{1,2}``,
+``mlp.up_proj/down_proj``), so its keys read
+``backbone.encoder.backbone.blocks.N.attention.q_proj.weight``. Accepted besides: the fused
+``attention.qkv_proj.*`` of its ``FUSED_QKV`` option (the key third of the bias must be zero:
+DINOv3 has no key bias), a zero ``k_proj.bias``, and ``rope_embeddings.inv_freq`` (a
+non-persistent buffer in transformers, so normally absent; when present it is checked against the
+values derived from theta and the head width, then dropped). Official files store neither
+``norm_queries`` nor, for DINOv3, the training size: the registry supplies both for the released
+files (matched by file name), ``load_model(config_overrides=...)`` for any other.
 """
 
 from __future__ import annotations
@@ -24,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from videomt_cli.modeling.config import VideoMTConfig
+from videomt_cli.modeling.config import FAMILIES, VideoMTConfig
 from videomt_cli.errors import CheckpointError, VideoMTError
 from videomt_cli.io.atomic import atomic_path
 from videomt_cli.modeling.model import VideoMT
@@ -38,22 +53,14 @@ OUR_FORMAT = "videomt"
 
 # ----------------------------------------------------------------------------- key tables
 # One row per tensor family: (ours, official, Hugging Face). Placeholders: {i} block or upscale
-# index, {n} 1 or 2, {p} weight or bias, {fc} fc1 or fc2. Our names are the official ones without
-# the ``backbone.encoder.backbone.`` / ``backbone.`` prefixes, except ``queries`` (official ``q``).
-# The fused qkv is split into q, k, v rows (in that order) for Hugging Face: {qkv} marks that.
+# index, {n} 1 or 2, {p} weight or bias, {fc} fc1 or fc2. Our names are the official DINOv2 ones
+# without the ``backbone.encoder.backbone.`` / ``backbone.`` prefixes, except ``queries`` (official
+# ``q``), for both families. A fused qkv of ours is split into q, k, v rows (in that order) in
+# the other formats: {qkv} marks that.
 _OFFICIAL_BACKBONE = "backbone.encoder.backbone."
-_KEY_TABLE: list[tuple[str, str | None, str]] = [
-    ("cls_token", _OFFICIAL_BACKBONE + "cls_token", "embeddings.cls_token"),
-    ("reg_token", _OFFICIAL_BACKBONE + "reg_token", "embeddings.register_tokens"),
-    ("pos_embed", _OFFICIAL_BACKBONE + "pos_embed", "embeddings.position_embeddings.weight"),
-    ("mask_token", None, "embeddings.mask_token"),
-    ("patch_embed.proj.{p}", _OFFICIAL_BACKBONE + "patch_embed.proj.{p}", "embeddings.patch_embeddings.projection.{p}"),
-    ("blocks.{i}.norm{n}.{p}", _OFFICIAL_BACKBONE + "blocks.{i}.norm{n}.{p}", "layers.{i}.norm{n}.{p}"),
-    ("blocks.{i}.attn.qkv.{p}", _OFFICIAL_BACKBONE + "blocks.{i}.attn.qkv.{p}", "layers.{i}.attention.{qkv}_proj.{p}"),
-    ("blocks.{i}.attn.proj.{p}", _OFFICIAL_BACKBONE + "blocks.{i}.attn.proj.{p}", "layers.{i}.attention.out_proj.{p}"),
-    ("blocks.{i}.ls{n}.gamma", _OFFICIAL_BACKBONE + "blocks.{i}.ls{n}.gamma", "layers.{i}.layer_scale{n}.lambda1"),
-    ("blocks.{i}.mlp.{fc}.{p}", _OFFICIAL_BACKBONE + "blocks.{i}.mlp.{fc}.{p}", "layers.{i}.mlp.{fc}.{p}"),
-    ("norm.{p}", _OFFICIAL_BACKBONE + "norm.{p}", "layernorm.{p}"),
+_B = _OFFICIAL_BACKBONE
+# The query stage and heads: the same names in both families (EoMT-DINOv3 in transformers too).
+_HEAD_ROWS: list[tuple[str, str | None, str]] = [
     ("queries.weight", "backbone.q.weight", "query.weight"),
     ("query_updater.{p}", "backbone.query_updater.{p}", "query_updater.{p}"),
     ("class_head.{p}", "backbone.class_head.{p}", "class_predictor.{p}"),
@@ -66,6 +73,47 @@ _KEY_TABLE: list[tuple[str, str | None, str]] = [
     # Not a parameter of ours: a buffer of length k that only tells k; checked, then dropped.
     ("attn_mask_probs", "backbone.attn_mask_probs", "attn_mask_probs"),
 ]
+# DINOv2: official = timm's ViT; Hugging Face = transformers' VideomtForUniversalSegmentation.
+_DINOV2_TABLE: list[tuple[str, str | None, str]] = [
+    ("cls_token", _B + "cls_token", "embeddings.cls_token"),
+    ("reg_token", _B + "reg_token", "embeddings.register_tokens"),
+    ("pos_embed", _B + "pos_embed", "embeddings.position_embeddings.weight"),
+    ("mask_token", None, "embeddings.mask_token"),
+    ("patch_embed.proj.{p}", _B + "patch_embed.proj.{p}", "embeddings.patch_embeddings.projection.{p}"),
+    ("blocks.{i}.norm{n}.{p}", _B + "blocks.{i}.norm{n}.{p}", "layers.{i}.norm{n}.{p}"),
+    ("blocks.{i}.attn.qkv.{p}", _B + "blocks.{i}.attn.qkv.{p}", "layers.{i}.attention.{qkv}_proj.{p}"),
+    ("blocks.{i}.attn.proj.{p}", _B + "blocks.{i}.attn.proj.{p}", "layers.{i}.attention.out_proj.{p}"),
+    ("blocks.{i}.ls{n}.gamma", _B + "blocks.{i}.ls{n}.gamma", "layers.{i}.layer_scale{n}.lambda1"),
+    ("blocks.{i}.mlp.{fc}.{p}", _B + "blocks.{i}.mlp.{fc}.{p}", "layers.{i}.mlp.{fc}.{p}"),
+    ("norm.{p}", _B + "norm.{p}", "layernorm.{p}"),
+] + _HEAD_ROWS
+# DINOv3: official = transformers' DINOv3ViTModel renamed by the official code (module docstring);
+# Hugging Face = transformers' EomtDinov3ForUniversalSegmentation (what ``verify`` compares with;
+# there is no DINOv3 VidEoMT class). No position embedding; no key bias, so our fused q, k, v
+# weight has separate q and v biases.
+_DINOV3_TABLE: list[tuple[str, str | None, str]] = [
+    ("cls_token", _B + "patch_embed.cls_token", "embeddings.cls_token"),
+    ("reg_token", _B + "patch_embed.register_tokens", "embeddings.register_tokens"),
+    ("mask_token", None, "embeddings.mask_token"),
+    ("patch_embed.proj.{p}", _B + "patch_embed.patch_embeddings.{p}", "embeddings.patch_embeddings.{p}"),
+    ("blocks.{i}.norm{n}.{p}", _B + "blocks.{i}.norm{n}.{p}", "layers.{i}.norm{n}.{p}"),
+    ("blocks.{i}.attn.qkv.weight", _B + "blocks.{i}.attention.{qkv}_proj.weight",
+     "layers.{i}.attention.{qkv}_proj.weight"),
+    ("blocks.{i}.attn.q_bias", _B + "blocks.{i}.attention.q_proj.bias", "layers.{i}.attention.q_proj.bias"),
+    ("blocks.{i}.attn.v_bias", _B + "blocks.{i}.attention.v_proj.bias", "layers.{i}.attention.v_proj.bias"),
+    ("blocks.{i}.attn.proj.{p}", _B + "blocks.{i}.attention.o_proj.{p}", "layers.{i}.attention.o_proj.{p}"),
+    ("blocks.{i}.ls{n}.gamma", _B + "blocks.{i}.layer_scale{n}.lambda1", "layers.{i}.layer_scale{n}.lambda1"),
+    ("blocks.{i}.mlp.fc1.{p}", _B + "blocks.{i}.mlp.up_proj.{p}", "layers.{i}.mlp.up_proj.{p}"),
+    ("blocks.{i}.mlp.fc2.{p}", _B + "blocks.{i}.mlp.down_proj.{p}", "layers.{i}.mlp.down_proj.{p}"),
+    ("norm.{p}", _B + "norm.{p}", "layernorm.{p}"),
+] + _HEAD_ROWS
+_TABLES = {"dinov2": _DINOV2_TABLE, "dinov3": _DINOV3_TABLE}
+# Keys a DINOv3 file may hold outside the table (accepted, checked, folded in or dropped):
+# the fused projection, a key bias, the rotary buffer. Per format: the block prefix, the buffer name.
+_DINOV3_EXTRAS = {
+    "official": (_B + "blocks.", _B + "rope_embeddings.inv_freq"),
+    "hf": ("layers.", "rope_embeddings.inv_freq"),
+}
 _COLUMNS = {OUR_FORMAT: 0, "official": 1, "hf": 2}
 _PLACEHOLDERS = {"i": r"\d+", "n": "[12]", "p": "weight|bias", "fc": "fc[12]", "qkv": "[qkv]"}
 
@@ -76,16 +124,17 @@ def _compile(template: str) -> re.Pattern:
     return re.compile(regex + "$")
 
 
-_PATTERNS = [tuple(None if t is None else _compile(t) for t in row) for row in _KEY_TABLE]
+_PATTERNS = {family: [tuple(None if t is None else _compile(t) for t in row) for row in table]
+             for family, table in _TABLES.items()}
 
 
-def rename_key(key: str, source: str, target: str) -> tuple[str, str | None] | None:
+def rename_key(key: str, source: str, target: str, family: str = "dinov2") -> tuple[str, str | None] | None:
     """Map one key between formats: (new key, qkv part or None), or None if no row matches.
 
     Going to Hugging Face, a qkv key maps to a ``{qkv}`` template; ``split_qkv`` expands it.
     """
     src, dst = _COLUMNS[source], _COLUMNS[target]
-    for row, patterns in zip(_KEY_TABLE, _PATTERNS):
+    for row, patterns in zip(_TABLES[family], _PATTERNS[family]):
         if patterns[src] is None or row[dst] is None:
             continue
         m = patterns[src].match(key)
@@ -96,9 +145,9 @@ def rename_key(key: str, source: str, target: str) -> tuple[str, str | None] | N
     return None
 
 
-def file_key(name: str, fmt: str) -> str:
+def file_key(name: str, fmt: str, family: str = "dinov2") -> str:
     """Our key -> what a ``fmt`` file calls it, for messages; a split qkv shows as ``{q,k,v}``."""
-    renamed = rename_key(name, OUR_FORMAT, fmt)
+    renamed = rename_key(name, OUR_FORMAT, fmt, family)
     if renamed is None:
         return name
     return renamed[0].replace("{qkv}", "{q,k,v}")
@@ -117,31 +166,37 @@ class KeyReport:
     missing: list[str] = field(default_factory=list)  # our keys the file did not provide
     unexpected: list[str] = field(default_factory=list)  # file keys we have no place for
     wrong_shape: list[str] = field(default_factory=list)  # "key: file (a, b) vs model (c, d)"
+    invalid: list[str] = field(default_factory=list)  # right shape, impossible values: "key: why"
+    notes: list[str] = field(default_factory=list)  # what was assumed or checked, for the user
+    family: str = "dinov2"
     # our name -> the file key(s) it came from, so messages name what the user's file calls it.
     origin: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shape)
+        return not (self.missing or self.unexpected or self.wrong_shape or self.invalid)
 
     def lines(self, limit: int = 8) -> list[str]:
         def names(items: list[str]) -> str:
             shown = ", ".join(items[:limit])
             return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
-        out = [f"format: {self.source_format}", f"consumed: {len(self.consumed)} keys"]
+        out = [f"format: {self.source_format} ({self.family})", f"consumed: {len(self.consumed)} keys"]
         if self.ignored:
-            out.append(f"ignored on purpose (training-only): {names(self.ignored)}")
+            out.append(f"ignored on purpose: {names(self.ignored)}")
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected),
                              ("wrong shape", self.wrong_shape)):
             out.append(f"{label}: {len(items)}" + (f" ({names(items)})" if items else ""))
+        if self.invalid:
+            out.append(f"invalid values: {len(self.invalid)} ({names(self.invalid)})")
+        out.extend(f"note: {note}" for note in self.notes)
         return out
 
     def problem(self) -> str:
         """One line that names what is wrong, for an error message."""
         parts = []
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected),
-                             ("wrong shape", self.wrong_shape)):
+                             ("wrong shape", self.wrong_shape), ("invalid", self.invalid)):
             if items:
                 shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
                 parts.append(f"{len(items)} {label} key(s): {shown}")
@@ -166,50 +221,189 @@ def detect_format(state: dict[str, Tensor]) -> str:
     )
 
 
-def config_from_state(state: dict[str, Tensor], source_format: str | None = None) -> VideoMTConfig:
-    """Infer the architecture from tensor shapes (heads = C / 64, as in every DINOv2 model)."""
+def _matches_family(key: str, fmt: str, family: str) -> bool:
+    col = _COLUMNS[fmt]
+    if any(pats[col] is not None and pats[col].match(key) for pats in _PATTERNS[family]):
+        return True
+    return family == "dinov3" and _dinov3_extra(key, fmt) is not None
+
+
+def detect_family(state: dict[str, Tensor], source_format: str | None = None) -> str:
+    """``"dinov2"`` or ``"dinov3"``, from the keys only one family's table has (position embedding,
+    ``attn.qkv`` vs ``attention.q_proj``, ``ls1.gamma`` vs ``layer_scale1.lambda1``, ...).
+
+    A file with keys of both is refused, naming some of each (a bad merge or a wrong rename);
+    one with no backbone key at all counts as DINOv2, and its load then names what is missing.
+    """
     fmt = source_format or detect_format(state)
+    only: dict[str, list[str]] = {family: [] for family in FAMILIES}
+    for key in state:
+        hits = [family for family in FAMILIES if _matches_family(key, fmt, family)]
+        if len(hits) == 1:
+            only[hits[0]].append(key)
+    if only["dinov2"] and only["dinov3"]:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        raise CheckpointError(
+            f"This {fmt} checkpoint mixes two backbones: DINOv2 keys ({some(only['dinov2'])}) and DINOv3 keys "
+            f"({some(only['dinov3'])}). A VidEoMT file holds one; was it merged or renamed from two models?"
+        )
+    return "dinov3" if only["dinov3"] else "dinov2"
+
+
+def _dinov3_extra(key: str, fmt: str) -> tuple[str, str] | None:
+    """A DINOv3 key outside the table: ("fused", block prefix) for ``attention.qkv_proj.*``,
+    ("k_bias", ...) for ``attention.k_proj.bias``, ("inv_freq", "") for the rotary buffer."""
+    if fmt not in _DINOV3_EXTRAS:
+        return None
+    blocks, inv_freq = _DINOV3_EXTRAS[fmt]
+    if key == inv_freq:
+        return "inv_freq", ""
+    m = re.fullmatch(re.escape(blocks) + r"(\d+)\.attention\.(qkv_proj\.(?:weight|bias)|k_proj\.bias)", key)
+    if m is None:
+        return None
+    return ("fused" if m.group(2).startswith("qkv") else "k_bias"), f"{blocks}{m.group(1)}.attention."
+
+
+def _unfuse_dinov3(state: dict[str, Tensor], fmt: str,
+                   report: "KeyReport | None" = None) -> tuple[dict[str, Tensor], list[tuple[str, str, Tensor]]]:
+    """DINOv3 extras -> the table's separate q, k, v form.
+
+    Returns (state, set aside). The fused ``qkv_proj`` becomes ``{q,k,v}_proj.weight`` and
+    ``{q,v}_proj.bias``. Set aside, as (kind, file key, tensor), for ``to_our_keys`` to check:
+    the key third of a fused bias and a separate ``k_proj.bias`` ("k_bias": must be zero) and the
+    rotary ``inv_freq`` ("inv_freq": must equal the derived one). With a report, a fused
+    projection given beside a separate one, or one that is not 3 x C rows, is reported.
+    """
+    out: dict[str, Tensor] = {}
+    aside: list[tuple[str, str, Tensor]] = []
+    fused: list[tuple[str, str, Tensor]] = []
+    for key, value in state.items():
+        extra = _dinov3_extra(key, fmt)
+        if extra is None:
+            out[key] = value
+        elif extra[0] == "fused":
+            fused.append((key, extra[1], value))
+        else:
+            aside.append((extra[0], key, value))
+    for key, prefix, value in fused:
+        kind = key.rsplit(".", 1)[1]
+        if value.ndim == 0 or value.shape[0] % 3:
+            if report is not None:
+                report.wrong_shape.append(f"{key}: file {tuple(value.shape)}, not 3 x C rows (q, k, v)")
+            continue
+        q, k, v = value.chunk(3, dim=0)
+        parts = {"q": q, "k": k, "v": v} if kind == "weight" else {"q": q, "v": v}
+        clash = [f"{prefix}{part}_proj.{kind}" for part in parts if f"{prefix}{part}_proj.{kind}" in out]
+        if clash:
+            if report is not None:
+                report.unexpected.append(f"{key} (given beside {', '.join(clash)}: fused and separate both)")
+            continue
+        for part, chunk in parts.items():
+            out[f"{prefix}{part}_proj.{kind}"] = chunk.contiguous()
+        if kind == "bias":
+            aside.append(("k_bias", f"{key} (its key third)", k))
+    return out, aside
+
+
+def _rotary_inv_freq(config: VideoMTConfig) -> Tensor:
+    head_dim = config.hidden_size // config.num_heads
+    return 1 / config.rope_theta ** torch.arange(0, 1, 4 / head_dim, dtype=torch.float32)
+
+
+def config_from_state(state: dict[str, Tensor], source_format: str | None = None) -> VideoMTConfig:
+    """Infer the architecture from tensor shapes (heads = C / 64, as in every released DINOv2 and
+    DINOv3 model, unless a DINOv3 rotary ``inv_freq`` tells the head width: d / 4 entries).
+
+    A DINOv3 file stores no training size and no ``norm_queries``: ``image_size`` is 640 and
+    ``norm_queries`` False unless the caller (the registry) says otherwise."""
+    fmt = source_format or detect_format(state)
+    family = detect_family(state, fmt)
+    aside = []
+    if family == "dinov3":
+        state, aside = _unfuse_dinov3(state, fmt)
     ours = {}
     for key, value in state.items():
-        renamed = rename_key(key, fmt, OUR_FORMAT)
+        renamed = rename_key(key, fmt, OUR_FORMAT, family)
         if renamed is not None:
             ours[renamed[0]] = value
     try:
         dim = ours["cls_token"].shape[-1]
         blocks = [int(m.group(1)) for k in ours if (m := re.match(r"blocks\.(\d+)\.", k))]
-        pos = ours["pos_embed"]
-        grid = int(round((pos.shape[-2]) ** 0.5))
         patch = ours["patch_embed.proj.weight"].shape[-1]
+        if family == "dinov2":
+            grid = int(round((ours["pos_embed"].shape[-2]) ** 0.5))
+            image_size = grid * patch
+            heads = max(dim // 64, 1)
+        else:
+            image_size = 640
+            inv_freq = [t for kind, _, t in aside if kind == "inv_freq"]
+            heads = dim // (4 * inv_freq[0].numel()) if inv_freq and inv_freq[0].numel() else max(dim // 64, 1)
         k_blocks = ours["attn_mask_probs"].shape[0] if "attn_mask_probs" in ours else None
         upscales = [int(m.group(1)) for k in ours if (m := re.match(r"upscale\.(\d+)\.", k))]
+        if not blocks:
+            raise KeyError("blocks.0.norm1.weight")
         return VideoMTConfig(
             hidden_size=dim,
             num_layers=max(blocks) + 1,
-            num_heads=max(dim // 64, 1),
+            num_heads=heads,
             num_query_blocks=k_blocks if k_blocks is not None else 4 if max(blocks) + 1 >= 24 else 3,
             num_queries=ours["queries.weight"].shape[0],
             num_classes=ours["class_head.weight"].shape[0] - 1,
-            image_size=grid * patch,
+            image_size=image_size,
             patch_size=patch,
             num_register_tokens=ours["reg_token"].shape[1],
             mlp_ratio=ours["blocks.0.mlp.fc1.weight"].shape[0] // dim,
             num_upscale_blocks=max(upscales) + 1 if upscales else 0,
             use_mask_token="mask_token" in ours,
+            family=family,
         )
     except KeyError as e:
         raise CheckpointError(
-            f"Cannot infer the model shape from this {fmt} checkpoint: key {file_key(e.args[0], fmt)!r} is "
-            f"missing."
+            f"Cannot infer the model shape from this {fmt} ({family}) checkpoint: key "
+            f"{file_key(e.args[0], fmt, family)!r} is missing."
         ) from None
-    except (ValueError, IndexError) as e:  # InputError from the config is a ValueError too
+    except (ValueError, IndexError, ZeroDivisionError) as e:  # InputError from the config is a ValueError too
         raise CheckpointError(
             f"Cannot infer the model shape from this {fmt} checkpoint: its tensor shapes are inconsistent "
             f"({_short(e)})."
         ) from None
 
 
+# Fields an official file cannot tell, so an override sets them; any other override is checked
+# against what the file's shapes say (a truncated or wrong file then fails by name).
+_NOT_IN_FILES = {"norm_queries", "layer_norm_eps", "upscale_norm_eps", "rope_theta", "num_heads"}
+
+
+def apply_overrides(config: VideoMTConfig, overrides: dict, what: str) -> VideoMTConfig:
+    """Set the fields a file cannot tell (``norm_queries``, eps, DINOv3's ``image_size``, heads) and
+    check the others: a mismatch is a CheckpointError naming the field, the file's value and
+    ``what`` expected it (e.g. "the registry entry videomt-l-vipseg-dinov3")."""
+    settable = _NOT_IN_FILES | ({"image_size"} if config.family == "dinov3" else set())
+    known = set(config.to_dict())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise CheckpointError(f"Unknown config fields {unknown} from {what}; expected some of {sorted(known)}.")
+    wrong = [f"{name}: the file has {getattr(config, name)!r}, {what} says {value!r}"
+             for name, value in overrides.items() if name not in settable and getattr(config, name) != value]
+    if wrong:
+        raise CheckpointError(f"The checkpoint does not match {what} ({'; '.join(wrong)}): a truncated or "
+                              f"different file?")
+    try:
+        return config.replace(**{name: value for name, value in overrides.items() if name in settable})
+    except ValueError as e:  # InputError from the config's own checks
+        raise CheckpointError(f"{what} gives an invalid config ({_short(e)}).") from None
+
+
 def config_from_hf(data: dict) -> VideoMTConfig:
     """A transformers ``VideomtConfig`` dict -> ours."""
+    if data.get("model_type") == "eomt_dinov3":
+        raise CheckpointError(
+            "config.json describes an EoMT-DINOv3 model (transformers' EomtDinov3ForUniversalSegmentation), an "
+            "image model without query propagation, not VidEoMT. DINOv3 VidEoMT checkpoints come as the official "
+            ".pth files or videomt's own .safetensors (there is no Hugging Face DINOv3 VidEoMT class)."
+        )
     if data.get("model_type") not in (None, "videomt"):
         raise CheckpointError(
             f"config.json describes a {data.get('model_type')!r} model, not VidEoMT (model_type 'videomt')."
@@ -240,7 +434,16 @@ def config_from_hf(data: dict) -> VideoMTConfig:
     )
 
 
+NO_HF_DINOV3 = (
+    "transformers has no DINOv3 VidEoMT class (VideomtForUniversalSegmentation is DINOv2 only), so a DINOv3 "
+    "model cannot be written as a Hugging Face folder. Write videomt's single-file format instead: "
+    "videomt convert CHECKPOINT -o NAME.safetensors (any videomt command loads it)."
+)
+
+
 def config_to_hf(config: VideoMTConfig, labels: list[str] | None = None) -> dict:
+    if config.family != "dinov2":
+        raise CheckpointError(NO_HF_DINOV3)
     labels = labels or [f"class_{i + 1}" for i in range(config.num_classes)]  # ids count from 1
     return {
         "model_type": "videomt",
@@ -267,21 +470,29 @@ def config_to_hf(config: VideoMTConfig, labels: list[str] | None = None) -> dict
 
 
 def to_our_keys(state: dict[str, Tensor], config: VideoMTConfig, source_format: str) -> tuple[dict, KeyReport]:
-    """Rename a source state dict to our parameter names, joining split qkv. Reports everything."""
-    report = KeyReport(source_format)
+    """Rename a source state dict to our parameter names, joining split qkv. Reports everything.
+
+    ``config.family`` picks the key table. DINOv3 files also pass through ``_unfuse_dinov3``;
+    what it sets aside is checked here: a zero key bias and a matching rotary ``inv_freq`` are
+    dropped (listed as ignored, with a note saying why), anything else is an invalid value."""
+    family = config.family
+    report = KeyReport(source_format, family=family)
+    aside: list[tuple[str, str, Tensor]] = []
+    if family == "dinov3" and source_format != OUR_FORMAT:
+        state, aside = _unfuse_dinov3(state, source_format, report)
     ours: dict[str, Tensor] = {}
     qkv_parts: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
         if key in IGNORED_KEYS.get(source_format, ()):
             report.ignored.append(key)
             continue
-        renamed = rename_key(key, source_format, OUR_FORMAT)
+        renamed = rename_key(key, source_format, OUR_FORMAT, family)
         if renamed is None:
             report.unexpected.append(key)
             continue
         name, part = renamed
         report.consumed.append(key)
-        report.origin[name] = file_key(name, source_format) if part is not None else key
+        report.origin[name] = file_key(name, source_format, family) if part is not None else key
         if part is not None:
             qkv_parts.setdefault(name, {})[part] = value
         elif name == "attn_mask_probs":
@@ -306,25 +517,56 @@ def to_our_keys(state: dict[str, Tensor], config: VideoMTConfig, source_format: 
         ours["pos_embed"] = ours["pos_embed"].unsqueeze(0)
     if "mask_token" in ours and ours["mask_token"].ndim == 2:  # (1, C) in some exports
         ours["mask_token"] = ours["mask_token"].unsqueeze(0)
+    _check_set_aside(aside, config, report)
     return ours, report
 
 
-def _has_no_name_in(key: str, target_format: str) -> bool:
+def _check_set_aside(aside: list[tuple[str, str, Tensor]], config: VideoMTConfig, report: KeyReport) -> None:
+    zero_key_bias = False
+    for kind, key, value in aside:
+        if kind == "k_bias":
+            largest = float(value.detach().abs().max()) if value.numel() else 0.0
+            if largest == 0.0:
+                report.ignored.append(key)
+                zero_key_bias = True
+            else:
+                report.invalid.append(f"{key}: a non-zero key bias (max |b| {largest:.3g}); DINOv3 attention has "
+                                      f"none (the official fused form fills in zeros)")
+        else:  # inv_freq
+            expected = _rotary_inv_freq(config)
+            head_dim = config.hidden_size // config.num_heads
+            if value.shape == expected.shape and torch.allclose(value.detach().float().cpu(), expected,
+                                                                rtol=1e-6, atol=0.0):
+                report.ignored.append(key)
+                report.notes.append(f"{key} is derived (theta {config.rope_theta:g}, head width {head_dim}) and "
+                                    f"matches: not loaded, recomputed")
+            else:
+                report.invalid.append(f"{key}: not the rotary frequencies of theta {config.rope_theta:g} with head "
+                                      f"width {head_dim} ({tuple(value.shape)} vs {tuple(expected.shape)} or other "
+                                      f"values)")
+    if zero_key_bias:
+        report.notes.append("zero key bias dropped: DINOv3 attention has none")
+
+
+def _has_no_name_in(key: str, target_format: str, family: str = "dinov2") -> bool:
     """True for keys whose table row leaves ``target_format`` empty (the mask token in official)."""
     col = _COLUMNS[target_format]
-    return any(row[col] is None and pats[0].match(key) for row, pats in zip(_KEY_TABLE, _PATTERNS))
+    return any(row[col] is None and pats[0].match(key) for row, pats in zip(_TABLES[family], _PATTERNS[family]))
 
 
-def from_our_keys(state: dict[str, Tensor], target_format: str) -> dict[str, Tensor]:
-    """Our state dict -> official or Hugging Face key names (qkv split for HF).
+def from_our_keys(state: dict[str, Tensor], target_format: str, family: str = "dinov2",
+                  fused_qkv: bool = False) -> dict[str, Tensor]:
+    """Our state dict -> official or Hugging Face key names (qkv split for HF, and for DINOv3).
 
     Keys the target format has no place for are dropped: official checkpoints carry no mask token.
+    ``fused_qkv`` (DINOv3 only): write each block's ``attention.qkv_proj`` (a zero key third in its
+    bias) as the official ``FUSED_QKV`` option holds it, instead of separate q, k, v projections.
     """
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if _has_no_name_in(key, target_format):
+        if _has_no_name_in(key, target_format, family):
             continue
-        renamed = rename_key(key, OUR_FORMAT, target_format)
+        renamed = rename_key(key, OUR_FORMAT, target_format, family)
         if renamed is None:
             raise KeyError(f"{key} has no {target_format} name")
         name = renamed[0]
@@ -335,12 +577,22 @@ def from_our_keys(state: dict[str, Tensor], target_format: str) -> dict[str, Ten
             out[name] = value.squeeze(0).contiguous()
         else:
             out[name] = value.contiguous()
+    if fused_qkv:
+        if family != "dinov3" or target_format == OUR_FORMAT:
+            raise ValueError("fused_qkv applies to DINOv3 official or Hugging Face names only")
+        for q_key in [k for k in out if k.endswith(".attention.q_proj.weight")]:
+            prefix = q_key[: -len("q_proj.weight")]
+            weights = [out.pop(f"{prefix}{part}_proj.weight") for part in "qkv"]
+            q_bias, v_bias = out.pop(f"{prefix}q_proj.bias"), out.pop(f"{prefix}v_proj.bias")
+            out[f"{prefix}qkv_proj.weight"] = torch.cat(weights, dim=0)
+            out[f"{prefix}qkv_proj.bias"] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
     return out
 
 
 def load_state(model: VideoMT, state: dict[str, Tensor], source_format: str) -> KeyReport:
     """Strictly load a source state dict into ``model``; raise CheckpointError unless clean."""
     ours, report = to_our_keys(state, model.config, source_format)
+    family = model.config.family
     expected = model.state_dict()
     for name, value in ours.items():
         where = report.origin.get(name, name)
@@ -351,9 +603,9 @@ def load_state(model: VideoMT, state: dict[str, Tensor], source_format: str) -> 
             report.wrong_shape.append(
                 f"{where}: file {tuple(value.shape)}{joined} vs model {tuple(expected[name].shape)}"
             )
-    report.missing.extend(file_key(name, source_format) for name in expected if name not in ours)
+    report.missing.extend(file_key(name, source_format, family) for name in expected if name not in ours)
     if not report.ok:
-        raise CheckpointError(f"Checkpoint does not fit the VidEoMT model: {report.problem()}.")
+        raise CheckpointError(f"Checkpoint does not fit the {family} VidEoMT model: {report.problem()}.")
     with torch.no_grad():
         for name, param in model.state_dict(keep_vars=True).items():
             param.copy_(ours[name].to(param.dtype))
@@ -438,8 +690,9 @@ def _hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or now.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _resolve_hub(repo_id: str) -> Path:
-    """Download (or find in the cache) a hub repo's config and weights; clear error offline."""
+def _hub_download(repo_id: str, filename: str, advice: str) -> Path:
+    """One file of a hub repo, from the cache or downloaded; offline or failing, a CheckpointError
+    naming the file and ending with ``advice`` (how to fetch it elsewhere and pass --model PATH)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - a declared dependency
@@ -447,24 +700,38 @@ def _resolve_hub(repo_id: str) -> Path:
     import logging
 
     offline = _hub_offline()
-    folder = None
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
+    try:
+        # The hub logs each failed request as a warning; our one-line error says it all.
+        hub_logger.setLevel(logging.ERROR)
+        return Path(hf_hub_download(repo_id, filename, local_files_only=offline))
+    except Exception as e:  # offline, no network, unknown repo, gated repo: all end the same way
+        why = "offline mode (HF_HUB_OFFLINE) and not in the local cache" if offline else _short(e)
+        raise CheckpointError(
+            f"Could not fetch {filename} of {repo_id} from the Hugging Face hub ({why}). {advice}"
+        ) from None
+    finally:
+        hub_logger.setLevel(level)
+
+
+def _resolve_hub(repo_id: str) -> Path:
+    """Download (or find in the cache) a hub repo's config and weights; clear error offline."""
+    advice = (f"Download it on a connected machine (hf download {repo_id} --local-dir DIR), copy DIR "
+              f"here and pass --model PATH to that folder.")
+    folder = None
     for filename in (HF_CONFIG, HF_WEIGHTS):
-        try:
-            # The hub logs each failed request as a warning; our one-line error says it all.
-            hub_logger.setLevel(logging.ERROR)
-            folder = Path(hf_hub_download(repo_id, filename, local_files_only=offline)).parent
-        except Exception as e:  # offline, no network, unknown repo, gated repo: all end the same way
-            why = "offline mode (HF_HUB_OFFLINE) and not in the local cache" if offline else _short(e)
-            raise CheckpointError(
-                f"Could not fetch {filename} of {repo_id} from the Hugging Face hub ({why}). "
-                f"Download it on a connected machine (hf download {repo_id} --local-dir DIR), copy DIR "
-                f"here and pass --model PATH to that folder."
-            ) from None
-        finally:
-            hub_logger.setLevel(level)
+        folder = _hub_download(repo_id, filename, advice).parent
     return folder
+
+
+def _resolve_hub_file(repo_id: str, filename: str) -> Path:
+    """One checkpoint file inside a hub repo (the official DINOv3 .pth files of tue-mps/VidEoMT)."""
+    name = filename.rsplit("/", 1)[-1]
+    advice = (f"Download it on a connected machine (hf download {repo_id} {filename} --local-dir DIR, or "
+              f"https://huggingface.co/{repo_id}/resolve/main/{filename}), copy the file here and pass "
+              f"--model PATH to it (keep its name {name}: videomt recognises the released files by name).")
+    return _hub_download(repo_id, filename, advice)
 
 
 # A missing "weights/model.pth" is a mistyped path, not a hub repo: say "does not exist".
@@ -477,15 +744,24 @@ def looks_like_hub_id(text: str) -> bool:
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> Loaded:
+               dtype: torch.dtype = torch.float32, config_overrides: dict | None = None) -> Loaded:
     """Load a VidEoMT from an official ``.pth``, a Hugging Face dir or hub id, our ``.safetensors``,
-    or a registry name (``videomt-mini-synth``, ``videomt-s-ytvis19``)."""
+    or a registry name (``videomt-mini-synth``, ``videomt-s-ytvis19``, ``videomt-l-ytvis19-dinov3``).
+
+    ``config_overrides`` sets what a file cannot tell (``norm_queries``, LayerNorm eps, DINOv3's
+    ``image_size``, ``num_heads``) and checks any other field against the file. A released
+    official file (found by its file name in the registry, downloaded or a local copy) gets its
+    entry's ``config`` that way: ``norm_queries=True`` for the VIPSeg and VSPW DINOv3 models.
+    """
     from videomt_cli.modeling import registry
 
     text = str(source)
     path = Path(text).expanduser()
     entry = None if path.exists() else registry.get(text)
-    if entry is not None:
+    if entry is not None and entry.hub_file is not None:
+        path = _resolve_hub_file(entry.hub, entry.hub_file)
+        text = str(path)
+    elif entry is not None:
         text = entry.source()
         path = Path(text)
     if not path.exists():
@@ -496,6 +772,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
 
     labels = None
     meta: dict = {}
+    config_in_file = False  # our format: the config comes from the metadata, not from the shapes
     if path.is_dir():
         weights = path / HF_WEIGHTS
         config_file = path / HF_CONFIG
@@ -534,6 +811,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
             except (ValueError, TypeError) as e:  # bad JSON, unknown config keys (InputError)
                 raise CheckpointError(f"{path} has unreadable videomt metadata ({_short(e)}).") from None
             labels = meta.get("labels")
+            config_in_file = True
         else:
             config = config_from_state(state, fmt)
     else:
@@ -541,11 +819,30 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
         fmt = detect_format(state)
         config = config_from_state(state, fmt)
 
-    model = VideoMT(config)
+    notes: list[str] = []
     try:
+        if config_in_file:
+            found = detect_family(state, fmt)
+            if found != config.family and any(k.startswith("blocks.") for k in state):
+                raise CheckpointError(f"its metadata describes a {config.family} model but its keys are "
+                                      f"{found} ones (for example {next(iter(state))}).")
+        released = registry.by_official_name(path.name) if path.is_file() else None
+        if released is not None and released.config:
+            config = apply_overrides(config, released.config, f"the registry entry {released.name}")
+            notes.append(f"{path.name} is the released {released.name}: "
+                         + ", ".join(f"{k}={v}" for k, v in released.config.items()) + " (weights/registry.json)")
+        elif fmt == "official" and config.family == "dinov3" and not config_overrides:
+            notes.append("official DINOv3 files store neither norm_queries nor the training size: assumed "
+                         "norm_queries=False, image_size=640 (the YouTube-VIS releases; the VIPSeg and VSPW ones "
+                         "need norm_queries=True, image_size=1280: load those by registry name or file name, or "
+                         "pass config_overrides)")
+        if config_overrides:
+            config = apply_overrides(config, dict(config_overrides), "config_overrides")
+        model = VideoMT(config)
         report = load_state(model, state, fmt)
     except CheckpointError as e:  # say which file: a user may be trying several
         raise CheckpointError(f"{path}: {e}") from None
+    report.notes.extend(notes)
     model.eval().to(device=device, dtype=dtype)
     return Loaded(model=model, labels=labels, source=str(source), report=report, meta=meta)
 
@@ -564,6 +861,8 @@ def save_hf(model: VideoMT, directory: str | os.PathLike, labels: list[str] | No
     """Write a directory that both we and ``VideomtForUniversalSegmentation.from_pretrained`` load."""
     from safetensors.torch import save_file
 
+    if model.config.family != "dinov2":
+        raise CheckpointError(NO_HF_DINOV3)
     directory = Path(directory)
     state = from_our_keys({k: v.detach().cpu() for k, v in model.state_dict().items()}, "hf")
     state["attn_mask_probs"] = torch.ones(model.config.num_query_blocks)
@@ -579,10 +878,12 @@ def save_hf(model: VideoMT, directory: str | os.PathLike, labels: list[str] | No
     return directory
 
 
-def save_official(model: VideoMT, path: str | os.PathLike) -> Path:
-    """Write an official-format ``.pth`` (``{"model": sd}``), e.g. for round-trip tests."""
+def save_official(model: VideoMT, path: str | os.PathLike, fused_qkv: bool = False) -> Path:
+    """Write an official-format ``.pth`` (``{"model": sd}``), e.g. for round-trip tests; for DINOv3
+    with separate q, k, v projections (as released) or, ``fused_qkv``, one ``qkv_proj``."""
     path = Path(path)
-    state = from_our_keys({k: v.detach().cpu() for k, v in model.state_dict().items()}, "official")
+    state = from_our_keys({k: v.detach().cpu() for k, v in model.state_dict().items()}, "official",
+                          family=model.config.family, fused_qkv=fused_qkv)
     state["backbone.attn_mask_probs"] = torch.ones(model.config.num_query_blocks)
     _atomic_dir_write(path.parent, {path.name: lambda tmp: torch.save({"model": state}, tmp)})
     return path

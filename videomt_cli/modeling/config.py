@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from videomt_cli.errors import InputError
 
 
+FAMILIES = ("dinov2", "dinov3")
+FAMILY_LAYER_NORM_EPS = {"dinov2": 1e-6, "dinov3": 1e-5}
+
+
 @dataclass(frozen=True)
 class VideoMTConfig:
     """Shape of a VidEoMT network (DESIGN 2).
@@ -15,6 +19,13 @@ class VideoMTConfig:
     The names follow the paper: C = ``hidden_size``, L = ``num_layers``, k = ``num_query_blocks``
     (the last k blocks carry the ``num_queries`` object queries), K = ``num_classes`` (the class
     head has K + 1 outputs, the last one "no object").
+
+    ``family`` picks the backbone (DESIGN 2.1 and 2.5): ``"dinov2"`` has a learned absolute
+    position embedding stored for an ``image_size`` square grid and biases on q, k and v;
+    ``"dinov3"`` has none (2-D rotary embeddings on the patch tokens, ``rope_theta``) and no key
+    bias. For DINOv3 ``image_size`` stores no weights: it is the square training size, which
+    ``videomt verify`` uses as its default. The defaults are the DINOv2 models, so every config
+    written before DINOv3 existed reads back unchanged.
     """
 
     hidden_size: int = 384
@@ -23,17 +34,33 @@ class VideoMTConfig:
     num_query_blocks: int = 3
     num_queries: int = 200
     num_classes: int = 40
-    image_size: int = 640  # the stored position-embedding grid is image_size // patch_size square
+    image_size: int = 640  # dinov2: the stored position-embedding grid is image_size // patch_size square
     patch_size: int = 16
     num_register_tokens: int = 4
     mlp_ratio: int = 4
     num_upscale_blocks: int = 2
-    layer_norm_eps: float = 1e-6
+    # The backbone's LayerNorms (norm1, norm2, the final norm). None: the family's own value,
+    # 1e-6 for DINOv2 (timm) and 1e-5 for DINOv3 (transformers' DINOv3ViTConfig).
+    layer_norm_eps: float | None = None
+    # The LayerNorm2d of the upscale blocks: timm's 1e-6 in both families (official scale_block.py).
+    upscale_norm_eps: float = 1e-6
     # Hugging Face checkpoints carry a learned token for masked patches; official ones do not.
     use_mask_token: bool = False
+    family: str = "dinov2"
+    rope_theta: float = 100.0  # dinov3 only: the rotary embedding's base period
+    # Propagate the query tokens after the final LayerNorm instead of the raw ones (official
+    # NORM_QUERIES; True in the VIPSeg and VSPW DINOv3 configs, False everywhere else).
+    norm_queries: bool = False
 
     def __post_init__(self) -> None:
+        if self.layer_norm_eps is None:  # frozen: resolve the family default once, here
+            object.__setattr__(self, "layer_norm_eps", FAMILY_LAYER_NORM_EPS.get(self.family, 1e-6))
+        head_dim = self.hidden_size // max(self.num_heads, 1)
         checks = [
+            (self.family in FAMILIES, f"family {self.family!r} must be one of {', '.join(FAMILIES)}"),
+            (self.family != "dinov3" or head_dim % 4 == 0,
+             f"a DINOv3 head width (hidden_size / num_heads = {head_dim}) must be a multiple of 4 for its 2-D "
+             f"rotary embedding"),
             (self.hidden_size > 0 and self.hidden_size % self.num_heads == 0,
              f"hidden_size {self.hidden_size} must be a positive multiple of num_heads {self.num_heads}"),
             (0 < self.num_query_blocks <= self.num_layers,
@@ -91,6 +118,12 @@ PRESETS: dict[str, VideoMTConfig] = {
     # width 64 as in every DINOv2, so official-format files (which store no head count) round-trip.
     "tiny": VideoMTConfig(hidden_size=128, num_layers=4, num_heads=2, num_query_blocks=2,
                           num_queries=8, num_classes=5, image_size=64),
+    # The released DINOv3 models (DESIGN 2.5): ViT-L, 640 for YouTube-VIS (VIPSeg and VSPW: 1280,
+    # 124 classes, norm_queries=True; the registry sets those).
+    "large-dinov3": VideoMTConfig(hidden_size=1024, num_layers=24, num_heads=16, num_query_blocks=4,
+                                  family="dinov3"),
+    "tiny-dinov3": VideoMTConfig(hidden_size=128, num_layers=4, num_heads=2, num_query_blocks=2,
+                                 num_queries=8, num_classes=5, image_size=64, family="dinov3"),
 }
 
 

@@ -29,6 +29,14 @@ ones are listed in ``data`` and ``optim``):
   the prediction before the LAST query block is computed and then dropped. ``aux_loss="official"``
   does exactly that (blocks 0..k-2), ``"all"`` supervises all k, ``"none"`` none; ``aux_norm=True``
   applies the final LayerNorm first, as EoMT does.
+- DINOv3 (``--init`` a DINOv3 checkpoint; same loop, same parameter groups: our DINOv3 parameters
+  carry the DINOv2 names, ``blocks.i.*``, ``patch_embed``, ``cls_token``, ``reg_token``, ``norm``).
+  A model with ``norm_queries`` (the VIPSeg and VSPW DINOv3 configs' ``NORM_QUERIES``) takes its
+  auxiliary predictions after the final LayerNorm too, as the official ``segmenter`` does under
+  that flag, whatever ``aux_norm`` says. Not reproduced: the official DINOv3 backbone trains in
+  transformers' train mode, which also jitters the rotary coordinates (``pos_embed_rescale`` of
+  its backbone config; the hub config was not readable here); our rotary tables are the same in
+  training and inference.
 """
 
 from __future__ import annotations
@@ -185,7 +193,8 @@ def forward_train(model: VideoMT, frames: Tensor, aux_blocks: Sequence[int] | No
     The final predictions come from ``model.forward`` itself, so training supervises the very
     numbers inference produces. The auxiliary predictions are the EoMT/VidEoMT intermediate ones:
     the tokens entering query block j (queries included, for every frame in turn), captured by a
-    forward pre-hook, through ``model.predict`` (after ``model.norm`` if ``aux_norm``).
+    forward pre-hook, through ``model.predict`` (after ``model.norm`` if ``aux_norm`` or the model's
+    ``config.norm_queries``, as the official code does under NORM_QUERIES).
     ``aux_blocks`` defaults to the official choice, blocks 0..k-2. The state is not detached:
     gradients flow through the propagation across the whole clip.
     """
@@ -207,7 +216,7 @@ def forward_train(model: VideoMT, frames: Tensor, aux_blocks: Sequence[int] | No
             raise RuntimeError(f"query block {j} ran {len(captured[j])} times for {T} frames; forward_train "
                                f"expects model.forward to run each query block once per frame.")
         x = torch.stack(captured[j], 1).flatten(0, 1)  # (B*T, Q + P, C), video-major like forward
-        if aux_norm:
+        if aux_norm or cfg.norm_queries:
             x = model.norm(x)
         class_logits, mask_logits = model.predict(x, grid)
         aux.append(Predictions(class_logits.unflatten(0, (B, T)), mask_logits.unflatten(0, (B, T))))
