@@ -180,3 +180,91 @@ def truncate(src, dst, fraction: float) -> Path:
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * fraction)])
     return Path(dst)
+
+
+# ----------------------------------------------------------------------------- with the ffmpeg program
+# (pip package imageio-ffmpeg, a test extra: ``pytest.importorskip("imageio_ffmpeg")`` first)
+
+
+def ffmpeg(*args) -> str:
+    """Run the real ffmpeg program (``-v error -y`` first); return its stderr. Raises on failure."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise RuntimeError(f"ffmpeg {' '.join(map(str, args))} failed: {done.stderr.strip()[-500:]}")
+    return done.stderr
+
+
+def ffmpeg_frame_count(path, threads: int = 1) -> int:
+    """How many frames the ffmpeg program decodes from ``path`` (single-threaded by default): the
+    reference count a reader must match, damaged files included."""
+    import re
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-threads", str(threads), "-i", str(path),
+           "-map", "0:v:0", "-f", "null", "-"]
+    err = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stderr
+    counts = re.findall(r"frame=\s*(\d+)", err)
+    if not counts:
+        raise RuntimeError(f"ffmpeg decoded nothing from {path}: {err.strip()[-300:]}")
+    return int(counts[-1])
+
+
+def stream_copy_cut(src, dst, start: float, duration: float) -> Path:
+    """``ffmpeg -ss START -i SRC -t DURATION -c copy DST``: an mp4 cut without re-encoding. Its edit
+    list starts inside a GOP: the header counts the frames before the cut point (still needed to
+    decode) that a player never shows."""
+    ffmpeg("-ss", start, "-i", src, "-t", duration, "-c", "copy", dst)
+    return Path(dst)
+
+
+def remux(src, dst) -> Path:
+    """The same packets in another container (``-c copy``), e.g. mkv, webm or MPEG-TS, whose headers
+    hold no frame count; mkv and webm store 1 ms timestamps."""
+    ffmpeg("-i", src, "-c", "copy", dst)
+    return Path(dst)
+
+
+def strip_ts_timestamps(src, dst, packets: int = 3) -> Path:
+    """Copy an MPEG-TS file with the PTS/DTS removed from its first ``packets`` video PES headers
+    (the fields replaced by stuffing bytes, a valid stream): frames whose decoder output has no
+    timestamp, as at the start of some broadcast recordings. FFmpeg's muxers refuse to write such
+    files, so the bytes are edited."""
+    data = bytearray(Path(src).read_bytes())
+    done = 0
+    for off in range(0, len(data) - 187, 188):
+        if done >= packets:
+            break
+        if data[off] != 0x47 or not data[off + 1] & 0x40:  # sync byte; payload unit start
+            continue
+        afc = (data[off + 3] >> 4) & 3
+        pos = off + 4 + (1 + data[off + 4] if afc & 2 else 0)
+        if not afc & 1 or data[pos:pos + 3] != b"\0\0\1" or not 0xE0 <= data[pos + 3] <= 0xEF:
+            continue  # not the start of a video PES packet
+        flags = data[pos + 7]
+        if flags & 0x3F:
+            raise ValueError("PES header with optional fields other than PTS/DTS")
+        n = {0x80: 5, 0xC0: 10}.get(flags & 0xC0, 0)
+        data[pos + 7] = flags & 0x3F
+        data[pos + 9:pos + 9 + n] = b"\xff" * n
+        done += 1
+    if done < packets:
+        raise ValueError(f"only {done} video PES packets in {src}")
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def damage(src, dst, at: float = 0.5, length: int = 400, seed: int = 0) -> Path:
+    """Copy ``src`` with ``length`` bytes at fraction ``at`` of the file replaced by seeded noise:
+    a file corrupt in the middle (the container's index intact)."""
+    data = bytearray(Path(src).read_bytes())
+    start = int(len(data) * at)
+    data[start:start + length] = np.random.default_rng(seed).integers(0, 256, length, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

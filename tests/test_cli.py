@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from fractions import Fraction
@@ -56,6 +57,15 @@ def videos(tmp_path_factory) -> dict[str, dict]:
         out[name] = dict(path=path, frames=spec["frames"], size=(w, h), fps=spec.get("fps"),
                          audio=spec.get("audio", False))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    """cli.main() keeps its signal handlers (then ignores the signals): give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 def invoke(*args: str):
@@ -230,6 +240,62 @@ def test_overlay_checks_its_output_before_running_the_model(tiny, videos, tmp_pa
     assert files_in(tmp_path) == []
 
 
+def _same_file_cases(tmp: Path, video: Path) -> dict[str, tuple[list, Path]]:
+    """(arguments, the input that must survive) for every way an output can be an input."""
+    (tmp / "link.mp4").symlink_to(video)
+    os.link(video, tmp / "hard.mp4")
+    frames = tmp / "frames"
+    frames.mkdir()
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            frame.to_image().save(frames / f"{i:05d}.png")
+    results = tmp / "results.mp4"  # an overlay drawn from the results file it writes over
+    gt = tmp / "gt.json"
+    gt.write_text(json.dumps({"videos": [{"id": 1, "file_names": ["frames/00000.png"], "width": 97, "height": 71,
+                                          "length": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    results.write_bytes(b"[]")
+    return {
+        "segment, the same path": (["segment", video, "-o", video, "--format", "overlay"], video),
+        "overlay, the same path": (["overlay", video, "-o", video], video),
+        "overlay, another spelling": (["overlay", video, "-o", video.parent / "." / video.name], video),
+        "overlay, through a symlink": (["overlay", tmp / "link.mp4", "-o", video], video),
+        "overlay, onto a symlink": (["overlay", video, "-o", tmp / "link.mp4"], video),
+        "overlay, onto a hard link": (["overlay", video, "-o", tmp / "hard.mp4"], video),
+        "segment, a frame folder onto itself": (["segment", frames, "-o", frames, "--format", "png"], frames),
+        "segment, into the frame folder": (["segment", frames, "-o", frames / "r.json"], frames),
+        "segment, a folder holding the input": (["segment", video, "-o", video.parent, "--format", "png"], video),
+        "overlay --from the output": (["overlay", video, "--from", results, "-o", results], results),
+        "segment --dataset onto the dataset": (["segment", "--dataset", gt, "-o", gt], gt),
+    }
+
+
+@pytest.mark.parametrize("case", ["segment, the same path", "overlay, the same path", "overlay, another spelling",
+                                  "overlay, through a symlink", "overlay, onto a symlink", "overlay, onto a hard link",
+                                  "segment, a frame folder onto itself", "segment, into the frame folder",
+                                  "segment, a folder holding the input", "overlay --from the output",
+                                  "segment --dataset onto the dataset"])
+def test_an_output_that_is_an_input_is_refused_whatever_the_flags(tiny, videos, tmp_path, monkeypatch, case):
+    """``overlay a.mp4 -o a.mp4 --overwrite`` used to exit 0 with the video gone."""
+    import shutil
+
+    video = Path(shutil.copy(videos["odd"]["path"], tmp_path / "a.mp4"))
+    args, kept = _same_file_cases(tmp_path, video)[case]
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(Predictor, "from_model", no_model)
+
+    def snapshot():
+        return sorted((str(p), p.read_bytes()) for p in kept.rglob("*")) if kept.is_dir() else kept.read_bytes()
+
+    before = snapshot()
+    message = user_error(invoke(*args, "--overwrite", "--model", tiny), OutputError)
+    assert "output" in message
+    assert snapshot() == before
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
 @pytest.mark.parametrize("name", ["r.json", "masks", "o.mp4"])
 def test_ctrl_c_leaves_no_partial_output_and_exits_130(tiny, videos, tmp_path, monkeypatch, capsys, name):
     calls = []
@@ -335,12 +401,27 @@ def test_one_entry_per_frame_and_masks_at_the_displayed_size(tiny, videos, tmp_p
             assert rle_to_mask(rle).shape == (h, w)
 
 
-def test_written_json_does_not_depend_on_the_chunk_size(tiny, videos, tmp_path):
-    files = []
+def test_written_json_depends_on_the_chunk_size_only_by_rounding(tiny, videos, tmp_path):
+    """The README's guarantee (the exact rule is tests/inference/test_predictor.py's): the same
+    results in the same order, scores within 1e-6, masks that differ in at most a few pixels."""
+    docs = []
     for chunk in (1, 3, 100):
-        files.append(tmp_path / f"chunk{chunk}.json")
-        ok(segment(tiny, videos["ntsc"]["path"], files[-1], "--chunk-size", str(chunk)))
-    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+        path = tmp_path / f"chunk{chunk}.json"
+        ok(segment(tiny, videos["ntsc"]["path"], path, "--chunk-size", str(chunk)))
+        docs.append(json.loads(path.read_text()))
+    for doc in docs[1:]:
+        assert [e["category_id"] for e in doc] == [e["category_id"] for e in docs[0]]
+        for a, b in zip(doc, docs[0]):
+            assert abs(a["score"] - b["score"]) <= 1e-6
+            for ma, mb in zip(a["segmentations"], b["segmentations"]):
+                assert (ma is None) == (mb is None)
+                if ma is not None and ma != mb:
+                    h, w = ma["size"]
+                    assert (_decode(ma) != _decode(mb)).sum() <= max(1, 1e-4 * h * w)
+
+
+def _decode(rle) -> np.ndarray:
+    return coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
 
 
 def _processed(path: Path) -> list[int]:
@@ -574,6 +655,21 @@ def test_models_fits_the_terminal_without_breaking_names(columns):
 def test_info_fits_80_columns(videos):
     out = _cli_at_width(80, "info", videos["rotated"]["path"]).stdout
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_info_prints_a_long_path_whole_on_one_line(videos, tmp_path, columns):
+    """Piped (80 columns) or in a narrow terminal, a long path used to be cut with an ellipsis."""
+    import shutil
+
+    folder = tmp_path / ("a_long_folder_name_" * 4) / "[bold]more"
+    folder.mkdir(parents=True)
+    path = Path(shutil.copy(videos["ntsc"]["path"], folder / "a clip with a long name.mp4"))
+    out = _cli_at_width(columns, "info", path).stdout
+    assert len(str(path)) > 100
+    (line,) = [line for line in out.splitlines() if line.startswith("path")]
+    assert line.split(None, 1)[1] == str(path)
+    assert "…" not in out and "30000/1001" in out
 
 
 def test_the_demo_model_says_so_once_on_stderr(videos, tmp_path):

@@ -2,11 +2,19 @@
 
 Every command parses its options, calls the library, and renders progress and results. Library
 errors (the ``VideoMTError`` family) become one red line and exit code 1; usage errors exit 2.
+
+Signals: Ctrl-C (SIGINT), SIGTERM and SIGHUP all unwind the same way, as an :class:`Interrupted`
+(a ``KeyboardInterrupt``) raised in the main thread, so every ``with`` block removes its
+temporary output; the run then ends with one line ("Interrupted.", "Terminated.", "Hangup.")
+and exit code 128 + the signal's number (130, 143, 129). Whatever exception surfaces after a
+signal (C code can turn the interrupt into another one) is reported as that signal.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -17,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from videomt_cli.errors import InputError, VideoMTError
+from videomt_cli.io.atomic import WRITE_ERRNOS, refuse_input_as_output, write_cause
 
 app = typer.Typer(
     name="videomt",
@@ -32,6 +41,119 @@ err = Console(stderr=True)
 
 class _State:
     quiet = False
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception that unwinds the run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNAL_LINES = {signal.SIGINT: "Interrupted.", signal.SIGTERM: "Terminated."}
+if hasattr(signal, "SIGHUP"):
+    _SIGNAL_LINES[signal.SIGHUP] = "Hangup."
+
+
+class _Signals:
+    """The one place signals become a clean unwind (installed by :func:`main`).
+
+    The first signal raises :class:`Interrupted` in the main thread. Another one during the
+    unwind is ignored, so the cleanup finishes (unless the unwind takes more than 2 seconds, or
+    the first was swallowed: then it raises again). A swallowed one (by C code, or by a callback
+    that cannot raise, where Python would print "Exception ignored") is raised again by
+    :meth:`check` at the next chunk, frame or commit. While the output is being moved
+    into place (:meth:`deferred`) a signal only waits; once the output is in place
+    (``finished``) the command has succeeded and a late signal changes nothing.
+    """
+
+    received: int | None = None
+    at = 0.0
+    deferring = False
+    finished = False
+
+    installed: list[int] = []
+
+    @classmethod
+    def install(cls) -> None:
+        cls.received, cls.at, cls.deferring, cls.finished = None, 0.0, False, False
+        cls.installed = []
+        if sys.unraisablehook != cls._unraisable:
+            cls._next_hook = sys.unraisablehook
+        sys.unraisablehook = cls._unraisable
+        for signum in _SIGNAL_LINES:
+            try:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue  # nohup, a background job: the signal is meant to be ignored
+                signal.signal(signum, cls._handle)
+                cls.installed.append(signum)
+            except (ValueError, OSError):  # not the main thread (embedded use): leave it alone
+                pass
+
+    @classmethod
+    def ignore(cls) -> None:
+        """The run is over: ignore the signals until the process is gone. (Python puts the default
+        handlers back while it shuts down, and a signal then would kill the finished run silently.)"""
+        cls.finished = True
+        for signum in cls.installed:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+        if sys.unraisablehook == cls._unraisable:
+            sys.unraisablehook = cls._next_hook
+
+    _next_hook = staticmethod(sys.__unraisablehook__)
+
+    @classmethod
+    def _unraisable(cls, unraisable) -> None:
+        # The signal came while Python ran a callback that cannot raise (a weakref callback of the
+        # import system, a __del__): Python would print "Exception ignored in ..." and a traceback.
+        # Stay silent; the next check() (every chunk, every frame, before the commit) raises it.
+        if isinstance(unraisable.exc_value, Interrupted) or (
+                cls.received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            return
+        cls._next_hook(unraisable)
+
+    @classmethod
+    def _handle(cls, signum, frame) -> None:
+        now = time.monotonic()
+        if cls.finished:
+            return
+        if cls.received is None:
+            cls.received, cls.at = signum, now
+            if not cls.deferring:
+                raise Interrupted(signum)
+        elif not cls.deferring and now - cls.at > 2.0:
+            cls.at = now
+            raise Interrupted(cls.received)
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise the signal received (one that C code swallowed, or one deferred) now."""
+        if cls.received is not None and not cls.finished:
+            raise Interrupted(cls.received)
+
+    @classmethod
+    @contextmanager
+    def deferred(cls):
+        cls.deferring = True
+        try:
+            yield
+        finally:
+            cls.deferring = False
+
+
+def _commit(sink) -> None:
+    """Move a sink's output into place: a signal received before stops it; one during waits."""
+    _Signals.check()
+    with _Signals.deferred():
+        sink.close()
+    _Signals.finished = True
 
 
 _QUIET_HELP = "Print only errors and final paths (no progress bars)."
@@ -103,6 +225,7 @@ def convert(
     from videomt_cli.modeling import labels as label_tables
 
     _set_quiet(quiet)
+    refuse_input_as_output(output, [source], what="checkpoint")
     if output.exists() and not overwrite and (output.is_file() or any(output.iterdir())):
         raise InputError(f"{output} already exists; pass --overwrite to replace it.")
     loaded = checkpoint.load_model(source)
@@ -116,6 +239,7 @@ def convert(
         checkpoint.save(loaded.model, output, labels=names, **({"category_ids": ids} if ids else {}))
     else:
         checkpoint.save_hf(loaded.model, output, labels=names)
+    _Signals.finished = True  # written: a late signal changes nothing
     for line in loaded.report.lines():
         say(f"  {escape(line)}")
     cfg = loaded.config
@@ -163,15 +287,22 @@ def verify(
 @app.command(epilog="Example: videomt info input.mp4")
 def info(path: str = typer.Argument(..., help="A video file or a folder of frame images.")) -> None:
     """Print what a video holds: size, frames, frame rate, duration, codec, rotation, audio."""
+    from rich.text import Text
+
     from videomt_cli.io.probe import info_lines, probe
+    from videomt_cli.io.read import count_frames
 
     details = probe(path)
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in info_lines(details):
-        table.add_row(key, value)
-    out.print(table)
+    # The frame count every command agrees on is what decodes, not the header's: decode the whole
+    # video without RGB conversion (about 2-5 s per 1000 frames of 720p-1080p H.264 here).
+    rows = info_lines(details, count_frames(details))
+    width = max(len(key) for key, _ in rows)
+    # Plain lines, not a table: a table cuts or folds a long path to the terminal's width (80
+    # columns when piped); a path must stay whole and copyable.
+    for key, value in rows:
+        line = Text(key.ljust(width), style="bold")
+        line.append(f"  {value}")
+        out.print(line, soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -231,23 +362,24 @@ def _progress_bar():
             raise
 
 
-def _run_with_progress(predictor, source: str, label: str, **run):
-    """Run the predictor with one bar per pass: frames/s and ETA, or a spinner if the length is unknown."""
-    import time
+def _run_with_progress(bar, predictor, source: str, label: str, **run):
+    """Run the predictor with one bar per pass: frames/s and ETA, or a spinner if the length is unknown.
 
-    with _progress_bar() as bar:
-        task_id = bar.add_task(label, total=None, rate="")
-        started = [time.perf_counter(), -1]
+    ``bar`` is the command's :func:`_progress_bar`, open until its output is in place: a run that
+    fails at the very end (a full disk at the commit) still leaves only the red line."""
+    task_id = bar.add_task(label, total=None, rate="")
+    started = [time.perf_counter(), -1]
 
-        def progress(done, total, pass_index, passes):
-            if pass_index != started[1]:
-                started[:] = [time.perf_counter(), pass_index]
-                suffix = f" (pass {pass_index + 1}/{passes})" if passes > 1 else ""
-                bar.reset(task_id, total=total, description=label + suffix)
-            rate = done / max(time.perf_counter() - started[0], 1e-9)
-            bar.update(task_id, completed=done, total=total, rate=f"{rate:.1f} frames/s")
+    def progress(done, total, pass_index, passes):
+        if pass_index != started[1]:
+            started[:] = [time.perf_counter(), pass_index]
+            suffix = f" (pass {pass_index + 1}/{passes})" if passes > 1 else ""
+            bar.reset(task_id, total=total, description=label + suffix)
+        rate = done / max(time.perf_counter() - started[0], 1e-9)
+        bar.update(task_id, completed=done, total=total, rate=f"{rate:.1f} frames/s")
+        _Signals.check()
 
-        return predictor.run(source, progress=progress, **run)
+    return predictor.run(source, progress=progress, **run)
 
 
 def _make_predictor(model: Optional[str], **options):
@@ -335,18 +467,22 @@ def segment(
             raise InputError("--dataset needs -o RESULTS.json.")
         if fmt is not None and sinks.format_for(output, fmt) != "ytvis":
             raise InputError("--dataset writes one YouTube-VIS results file (--format ytvis), for videomt eval.")
+        refuse_input_as_output(output, [dataset], what="dataset")
         _segment_dataset(dataset, output, image_root, overwrite, make_predictor, window)
         return
     output = output or _default_output(source, ".json")
+    refuse_input_as_output(output, [source])  # whatever --overwrite says: never write over the input
     # Open (and so validate) the sink before the long run: a bad format or an existing output fails fast.
     with sinks.open_sink(output, fmt, overwrite=overwrite) as sink:
         predictor = make_predictor()
-        with _run_with_progress(predictor, source, "segment", **window) as result:
-            for warning in result.warnings:
+        with _progress_bar() as bar:
+            with _run_with_progress(bar, predictor, source, "segment", **window) as result:
+                for warning in result.warnings:
+                    warn(warning)
+                sink.add(result)
+            for warning in getattr(sink, "warnings", []):  # the overlay writer's (odd sizes, audio)
                 warn(warning)
-            sink.add(result)
-        for warning in getattr(sink, "warnings", []):  # the overlay writer's (odd sizes, audio)
-            warn(warning)
+            _commit(sink)
     wrote(output, f"  ({len(result.segments)} results, {len(result.processed)} frames)")
 
 
@@ -381,6 +517,7 @@ def overlay(
     _set_quiet(quiet)
     probe(source)  # a missing or unreadable input fails before any model loads
     output = output or _default_output(source, ".overlay.mp4")
+    refuse_input_as_output(output, [source, results])  # whatever --overwrite says
     # Open (and so validate: suffix, existing file, folder) the destination before the model runs,
     # as segment does: a bad -o must not cost a whole run.
     with sinks.open_sink(output, "overlay", overwrite=overwrite, alpha=alpha) as sink:
@@ -396,16 +533,23 @@ def overlay(
         else:
             predictor = _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
                                         chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
-            result = _run_with_progress(predictor, source, "segment", classes=_classes(classes))
-            for warning in result.warnings:
-                warn(warning)
-        with _progress_bar() as bar:
+        with _progress_bar() as bar:  # open until the video is in place: a late failure leaves one line
+            if results is None:
+                result = _run_with_progress(bar, predictor, source, "segment", classes=_classes(classes))
+                for warning in result.warnings:
+                    warn(warning)
             task_id = bar.add_task("overlay", total=result.num_frames, rate="")
-            sink.progress = lambda done, total: bar.update(task_id, completed=done, total=total)
+
+            def progress(done, total):
+                bar.update(task_id, completed=done, total=total)
+                _Signals.check()
+
+            sink.progress = progress
             with result:
                 sink.add(result)  # the result knows its video
-        for warning in sink.warnings:  # odd sizes, audio the container cannot hold
-            warn(warning)
+            for warning in sink.warnings:  # odd sizes, audio the container cannot hold
+                warn(warning)
+            _commit(sink)
     wrote(output)
 
 
@@ -429,6 +573,8 @@ def _segment_dataset(dataset: Path, output: Path, image_root: Optional[Path], ov
                         warn(f"video {item.id}: {warning}")
                     sink.add(result)
                 bar.update(task_id, completed=done)
+                _Signals.check()
+            _commit(sink)
     wrote(output, f"  ({len(videos)} videos)")
 
 
@@ -475,6 +621,7 @@ def synth(
         bar.add_task("synth", total=None, rate="")
         path = generator.generate(output, videos=videos, seed=seed, frames=frames, size=_parse_size(size),
                                   write_mp4=mp4, overwrite=overwrite)
+        _Signals.finished = True
     wrote(path)
 
 
@@ -524,31 +671,88 @@ def train(
                        rate=f"loss {losses['loss']:.3f}  lr {current_lr:.2e}")
 
         path = run_training(cfg, progress=progress)
+        _Signals.finished = True
     wrote(path)
 
 
 # ----------------------------------------------------------------------------- entry point
 
 
-def main() -> None:
-    """Console-script entry: one red line and exit 1 for user errors, 2 for usage, 130 on Ctrl-C."""
-    from videomt_cli.modeling.device import keep_heap
-
-    keep_heap()
+def _error_line(message: str) -> None:
+    # escape: messages quote paths and lists ([1, 2], a folder named [old]) that Rich would eat as markup.
     try:
+        err.print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    except OSError:  # stderr is gone (a closed terminal): the exit code still says it
+        pass
+
+
+def _signal_exit(signum: int) -> int:
+    try:
+        err.print(f"[red]{_SIGNAL_LINES.get(signum, 'Interrupted.')}[/red]", highlight=False)
+    except OSError:
+        pass
+    return 128 + int(signum)
+
+
+def _os_error_message(e: OSError) -> str:
+    cause = write_cause(e, e.filename)
+    if e.filename is None or str(e.filename) in cause:
+        return cause[:1].upper() + cause[1:] + "."
+    return f"{e.filename}: {cause}."
+
+
+def _run() -> int:
+    """Run the app; return the exit code, with the one line for errors and signals printed."""
+    try:
+        from videomt_cli.modeling.device import keep_heap  # imports torch: a signal may come meanwhile
+
+        keep_heap()
         app()  # standalone: Typer prints usage errors itself and exits 2
-    except VideoMTError as e:
-        # escape: messages quote paths and lists ([1, 2], a folder named [old]) that Rich would eat as markup.
-        err.print(f"[red]Error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:  # raised outside Typer's own handling (e.g. while importing)
-        err.print("[red]Interrupted.[/red]")
-        sys.exit(130)
+        return 0
     except SystemExit as e:
-        # Typer turns a Ctrl-C inside a command into a silent exit 130; say why the run stopped.
-        if e.code == 130:
-            err.print("[red]Interrupted.[/red]")
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if _Signals.received is not None and not _Signals.finished:
+            return _signal_exit(_Signals.received)
+        if isinstance(e.code, str):  # sys.exit("message"): Python would print it
+            _error_line(e.code)
+        if code == 130:  # Typer turns a KeyboardInterrupt inside a command into a silent exit 130
+            return _signal_exit(signal.SIGINT)
+        return code
+    except KeyboardInterrupt as e:  # raised outside Typer's own handling (e.g. while importing)
+        return _signal_exit(_Signals.received or getattr(e, "signum", signal.SIGINT))
+    except VideoMTError as e:
+        if _Signals.received is not None and not _Signals.finished:
+            return _signal_exit(_Signals.received)
+        _error_line(str(e))
+        return 1
+    except OSError as e:
+        if _Signals.received is not None and not _Signals.finished:
+            return _signal_exit(_Signals.received)
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        _error_line(_os_error_message(e))  # a full disk or a read-only place the library did not name
+        return 1
+    except BaseException:
+        if _Signals.received is not None and not _Signals.finished:
+            # C code (pycocotools, numpy) can turn the interrupt into another exception
+            return _signal_exit(_Signals.received)
         raise
+
+
+def main() -> None:
+    """Console-script entry: one red line and exit 1 for user errors, 2 for usage; a signal
+    (Ctrl-C, SIGTERM, SIGHUP) cleans up, prints one line and exits 128 + its number.
+
+    Once the run is over, SIGINT, SIGTERM and SIGHUP are ignored until the process is gone (it
+    is exiting): a late signal never kills a finished run silently. In-process callers (tests)
+    restore their own handlers afterwards.
+    """
+    _Signals.install()
+    try:
+        code = _run()
+    finally:
+        _Signals.ignore()  # the run is over: a late signal changes nothing
+    sys.exit(code)
 
 
 if __name__ == "__main__":

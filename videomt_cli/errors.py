@@ -19,7 +19,8 @@ class InputError(VideoMTError, ValueError):
 
 
 class OutputError(VideoMTError):
-    """An output that cannot be written: it exists (without --overwrite), or the place is not writable."""
+    """An output that cannot be written: it exists (without --overwrite), it is one of the inputs, or
+    the place is full, over quota, read-only or not writable (the message names the cause)."""
 
 
 class VideoError(VideoMTError):

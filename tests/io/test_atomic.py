@@ -22,7 +22,7 @@ def test_temp_name_is_hidden_beside_the_path_and_keeps_the_suffix(tmp_path):
     path = tmp_path / "sub" / "out.mp4"
     a, b = temp_name(path), temp_name(path)
     assert a != b
-    assert a.parent == path.parent and a.name.startswith(".out.") and a.suffix == ".mp4"
+    assert a.parent == path.parent and a.name.startswith(".out.tmp-") and a.suffix == ".mp4"
     assert temp_name(path, ".old").name.endswith(".mp4.old")
 
 
@@ -193,3 +193,161 @@ def test_read_only_folder(tmp_path):
             AtomicPath(ro / "r.json")
     finally:
         ro.chmod(0o755)
+
+
+# ----------------------------------------------------------------------------- failed writes, named
+
+
+def test_a_failed_write_names_its_cause_and_the_destination(tmp_path):
+    import errno
+
+    from videomt_cli.io.atomic import output_error, write_cause
+
+    out = tmp_path / "r.json"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert write_cause(full, out) == f"no space left on the device of {out}"
+    message = str(output_error(full, out))
+    assert message.startswith(f"Cannot write {out}: no space left on the device of {out}; free some space")
+    for code, words in [(errno.EDQUOT, "quota"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
+                        (errno.EFBIG, "larger than")]:
+        assert words in str(output_error(OSError(code, os.strerror(code)), out)), code
+    assert "Weird" in write_cause(OSError(errno.ENXIO, "Weird"), out)
+
+
+def test_a_full_disk_inside_atomic_path_is_one_output_error_and_leaves_nothing(tmp_path):
+    out = tmp_path / "r.json"
+    with pytest.raises(OutputError, match="no space left on the device of") as e:
+        with atomic_path(out) as tmp:
+            tmp.write_text("partial")
+            with open("/dev/full", "wb") as f:  # every write: ENOSPC
+                f.write(b"x")
+                f.flush()
+    assert str(out) in str(e.value) and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_discard_never_raises(tmp_path, monkeypatch):
+    a = AtomicPath(tmp_path / "masks", is_dir=True)
+    (a.tmp / "x.png").write_bytes(b"x")
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("shutil.rmtree", broken)
+    monkeypatch.setattr(Path, "unlink", broken)
+    a.discard()  # the device failed: the cleanup gives up quietly, the real error goes on
+    assert a.tmp is None
+
+
+# ----------------------------------------------------------------------------- leftovers of killed runs
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _leftover(path: Path, pid: int, suffix: str = "") -> Path:
+    """The temporary name process ``pid`` would have used for ``path``."""
+    mine = temp_name(path, suffix)
+    return mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{pid}-"))
+
+
+def test_temp_names_carry_the_writers_pid(tmp_path):
+    assert f"-{os.getpid()}-" in temp_name(tmp_path / "r.json").name
+
+
+def test_a_new_write_removes_the_leftovers_of_dead_runs_only(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    dead = _leftover(out, _dead_pid())
+    dead.write_text("killed mid-write")
+    dead_dir = _leftover(tmp_path / "masks", _dead_pid())
+    dead_dir.mkdir()
+    (dead_dir / "00000.png").write_bytes(b"x")
+    live_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = _leftover(out, live_proc.pid)
+        live.write_text("another run, still writing")
+        other = tmp_path / ".r.tmp-0000-1-00000000.json"  # another machine's: not ours to judge
+        other.write_text("x")
+        foreign = tmp_path / ".rr.tmp-x.json"
+        foreign.write_text("not videomt's")
+        with atomic_path(out) as tmp:
+            tmp.write_text("new")
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == sorted([live.name, other.name, foreign.name, dead_dir.name, "r.json"])
+        with atomic_path(tmp_path / "masks", is_dir=True):
+            pass
+        assert not dead_dir.exists() and (tmp_path / "masks").is_dir()
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+
+
+def test_an_old_output_moved_aside_by_a_killed_run_is_put_back(tmp_path):
+    from videomt_cli.io.atomic import remove_leftovers
+
+    out = tmp_path / "masks"
+    pid = _dead_pid()
+    old = _leftover(out, pid, ".old")  # killed between moving the old output aside and the new in place
+    old.mkdir()
+    (old / "meta.json").write_text("{}")
+    new = _leftover(out, pid)
+    new.mkdir()
+    remove_leftovers(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks"]
+    assert (out / "meta.json").read_text() == "{}"
+
+
+def test_leftovers_of_the_overlay_muxer_are_recognised(tmp_path):
+    from videomt_cli.io.atomic import remove_leftovers
+
+    out = tmp_path / "o.mp4"
+    pid = _dead_pid()
+    sink_tmp = _leftover(out, pid)  # the sink's temporary name; the muxer writes to a temporary of that
+    muxed = _leftover(sink_tmp, pid)
+    muxed.write_bytes(b"half a video")
+    assert muxed.name.startswith("..o.tmp-")
+    remove_leftovers(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- outputs that are inputs
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    from videomt_cli.io.atomic import refuse_input_as_output
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"video")
+    (tmp_path / "s.mp4").symlink_to(video)
+    os.link(video, tmp_path / "h.mp4")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for output, source in [(video, video), (tmp_path / "s.mp4", video), (video, tmp_path / "s.mp4"),
+                           (tmp_path / "h.mp4", video), (tmp_path / "sub" / ".." / "a.mp4", video),
+                           (frames, frames), (frames / "r.json", frames), (tmp_path, video)]:
+        with pytest.raises(OutputError, match="output"):
+            refuse_input_as_output(output, [source])
+    refuse_input_as_output(tmp_path / "a.json", [video, None, "videomt-s-ytvis19"])  # fine
+    refuse_input_as_output(tmp_path / "frames.json", [frames])
+
+
+def test_a_discarded_write_removes_the_folders_it_made(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "a" / "b" / "r.json"):
+            raise RuntimeError("failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("x")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "a" / "b" / "r.json"):
+            raise RuntimeError("failed")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["keep.txt"]

@@ -219,3 +219,48 @@ def test_result_from_masks():
                                                            (Segment(2, 1, 0.5), [None] * 3)])
     with r:
         pass  # a result is a context manager (closes its store)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_a_full_disk_is_one_output_error_naming_the_cause_and_leaves_nothing(tmp_path, fmt, monkeypatch):
+    """Writes into /dev/full fail with ENOSPC, as on a full disk; the JSON sink used to raise again
+    from its cleanup (closing the file flushes it) and leave its temporary behind."""
+    import builtins
+
+    real_open = builtins.open
+    out = tmp_path / "out.json"
+
+    def full_open(file, mode="r", *args, **kwargs):
+        if "w" in str(mode) and Path(file).parent == tmp_path:
+            return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    sink = sinks.open_sink(out, fmt=fmt)
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(OutputError) as e:
+        with sink:
+            sink.add(instance_result())
+    monkeypatch.undo()
+    assert str(e.value).startswith(f"Cannot write {out}: no space left on the device of {out}")
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+    sink.abort()  # again: never raises
+
+
+def test_abort_never_raises(tmp_path):
+    class Broken(Sink):
+        format = "broken"
+
+        def add(self, result):
+            self.open()
+
+        def _release(self):
+            raise OSError(28, "No space left on device")
+
+    sink = Broken(tmp_path / "x.bin")
+    sink.open()
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []

@@ -183,3 +183,20 @@ def test_overlay_sink_holds_one_video_and_checks_options(tmp_path):
     with OverlaySink(tmp_path / "ov.mkv") as sink:
         sink.add(r)
     assert sink.count == 1 and len(list(read_frames(tmp_path / "ov.mkv"))) == 3
+
+
+@pytest.mark.parametrize("extra", [-2, 2])
+def test_overlay_refuses_results_of_another_frame_count(tmp_path, extra):
+    from videomt_cli.errors import DatasetError
+
+    src = make_video(tmp_path / "src.mp4", frames=6, size=(32, 24))
+    n = 6 + extra
+    m = np.zeros((24, 32), bool)
+    m[4:20, 4:28] = True
+    r = VideoResult.from_masks(probe(src), "instance", CATS, [(Segment(1, 1, 0.9), [masks.encode(m)[0]] * n)])
+    with pytest.raises(DatasetError) as e:
+        write_overlay(r, src, tmp_path / "ov.mp4")
+    message = str(e.value)
+    assert "\n" not in message and f"the results have {n}" in message
+    assert ("decodes to 6 frames" if extra > 0 else "more than 4") in message
+    assert [p.name for p in tmp_path.iterdir()] == ["src.mp4"]  # nothing half-written

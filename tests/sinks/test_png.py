@@ -109,3 +109,26 @@ def test_png_one_video_per_folder_or_subfolders(tmp_path):
     # two videos with one name get the video id appended
     out = write(tmp_path, "png", instance_result(1), instance_result(2), name="same", subfolders=True)
     assert [v["folder"] for v in json.loads((out / "meta.json").read_text())["videos"]] == ["walk", "walk_2"]
+
+
+def test_png_full_disk_is_one_output_error_and_libpng_prints_nothing(tmp_path, capfd):
+    """PNGs are encoded in memory and written by Python: on a full disk the error names its cause
+    (cv2.imwrite let libpng print its own line and returned only False)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        if "w" in str(mode) and str(file).endswith(".png"):
+            return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    out = tmp_path / "masks"
+    builtins.open = full_open
+    try:
+        with pytest.raises(OutputError, match=f"no space left on the device of {out}"):
+            write(tmp_path, "png", instance_result(), name="masks")
+    finally:
+        builtins.open = real_open
+    assert list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == ""

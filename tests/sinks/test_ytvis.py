@@ -180,6 +180,8 @@ def test_read_results_errors(tmp_path):
     out = write(tmp_path, "ytvis", instance_result())
     with pytest.raises(DatasetError, match="category id 2"):
         sinks.read_results(out, info, CATS[:1])
+    # a header count that differs is no reason to refuse: what decodes counts, and the overlay
+    # checks that while it decodes (tests/sinks/test_overlay.py)
     other = VideoInfo("/other.mp4", W, H, num_frames=T + 3)
-    with pytest.raises(DatasetError, match="another video"):
-        sinks.read_results(out, other, CATS)
+    with sinks.read_results(out, other, CATS) as result:
+        assert result.num_frames == T

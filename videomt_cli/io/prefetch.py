@@ -49,6 +49,29 @@ def _produce(iterable: Iterable, q: queue.Queue, stop: threading.Event) -> None:
                 pass
 
 
+def join(thread: threading.Thread, timeout: float | None = None, on_interrupt=None) -> None:
+    """Wait for ``thread`` even when a signal's KeyboardInterrupt lands during the wait (the CLI
+    turns SIGTERM/SIGHUP into one): the wait goes on to the end (``on_interrupt()`` is called first,
+    to tell the thread to hurry), then the interrupt is raised. A thread left running while its
+    files close is what can crash a process in native code."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interrupted: BaseException | None = None
+    while thread.is_alive():
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        try:
+            thread.join(0.1 if left is None else min(0.1, left))
+        except KeyboardInterrupt as e:
+            if interrupted is None and on_interrupt is not None:
+                on_interrupt()
+            interrupted = interrupted or e
+    if interrupted is not None:
+        raise interrupted
+
+
 class Prefetcher:
     """Run an iterator in a daemon thread, ``maxsize`` items ahead of the consumer.
 
@@ -92,8 +115,8 @@ class Prefetcher:
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:
+            join(self._thread, timeout)
 
     @property
     def alive(self) -> bool:

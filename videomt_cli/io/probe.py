@@ -12,7 +12,9 @@ and the rows of ``videomt info``. No torch (DESIGN 5).
   ``IMAGE_FOLDER_FPS`` (30) unless ``probe(path, fps=...)`` says otherwise; frame ``i`` gets pts
   ``i`` in a time base of ``1/fps``.
 - ``num_frames`` is the container's count when its header has one; what decodes is the reader's
-  :class:`~videomt_cli.records.Timeline`.
+  :class:`~videomt_cli.records.Timeline` (``io.read.count_frames``), and that count is the
+  video's: the header's can be more (an mp4 cut with stream copy counts the frames before its
+  edit list's start) or wrong. ``info_lines`` with a timeline prints the decoded count.
 """
 
 from __future__ import annotations
@@ -194,8 +196,9 @@ def _fps_text(fps: Fraction | None) -> str:
 
 
 def info_lines(info: VideoInfo, timeline: Timeline | None = None) -> list[tuple[str, str]]:
-    """(label, value) rows for ``videomt info VIDEO``; with the ``timeline`` of a read, the
-    decoded frame count and what reading found."""
+    """(label, value) rows for ``videomt info VIDEO``; with the ``timeline`` of a whole read
+    (``io.read.count_frames``), the decoded frame count (and the header's where it differs) and
+    what reading found."""
     rows = [("path", info.path)]
     if info.is_image_folder:
         rows.append(("source", f"folder of {len(info.file_names)} {info.codec} images"))
@@ -214,7 +217,10 @@ def info_lines(info: VideoInfo, timeline: Timeline | None = None) -> list[tuple[
         if info.time_base:
             rows.append(("time base", str(info.time_base)))
     if timeline is not None:
-        rows = [(k, str(timeline.num_frames) if k == "frames" else v) for k, v in rows]
+        frames = str(timeline.num_frames)
+        if info.num_frames is not None and info.num_frames != timeline.num_frames and not info.is_image_folder:
+            frames += f" decoded (the header says {info.num_frames})"
+        rows = [(k, frames if k == "frames" else v) for k, v in rows]
         if timeline.truncated:
             rows.append(("truncated", "yes"))
     for w in info.warnings + (timeline.warnings if timeline is not None else ()):

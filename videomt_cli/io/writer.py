@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -9,13 +10,19 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videomt_cli.errors import InputError, VideoError
-from videomt_cli.io.atomic import AtomicPath
+from videomt_cli.errors import InputError, OutputError, VideoError
+from videomt_cli.io.atomic import AtomicPath, output_error
 from videomt_cli.io.probe import IMAGE_FOLDER_FPS, _ffmpeg_reason
 from videomt_cli.records import VideoInfo
 
 # Output suffix -> default encoder. H.264 plays everywhere; webm only takes VP8/VP9/AV1.
 _WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+_MAX_TIME_BASE_DEN = 10_000_000  # a finer common clock than this: keep the source's time base
+
+
+def _common_time_base(a: Fraction, b: Fraction) -> Fraction:
+    """The coarsest clock in which both ``a`` and ``b`` are whole numbers of ticks."""
+    return Fraction(math.gcd(a.numerator * b.denominator, b.numerator * a.denominator), a.denominator * b.denominator)
 
 
 class VideoWriter:
@@ -28,11 +35,16 @@ class VideoWriter:
       is encoded as yuv444p (High 4:4:4 profile: the same size and frame count, but some players,
       browsers and QuickTime among them, do not play it; a warning says so). ``pad_odd=True``
       instead pads one replicated row/column to get a yuv420p file one pixel larger.
-    - Timing: the stream's frame rate is ``info.fps`` (exact fraction) and its time base
-      ``info.time_base``; each frame keeps the source pts given to ``write`` (so variable frame rate
-      survives). ``pts=None`` continues at the nominal rate. Matroska/WebM store milliseconds, so
-      there times are rounded to 1 ms. (For variable-rate sources the average rate a reader reports
-      for the output may differ from the source's: it depends on the last frame's guessed length.)
+    - Timing: the stream's frame rate is ``info.fps`` (exact fraction); each frame keeps the source
+      pts given to ``write`` (``info.time_base`` units, so variable frame rate survives). ``pts=None``
+      continues at the nominal rate. The time base is the source's where one frame is a whole number
+      of its ticks; where it is not (a constant-rate video stored with 1 ms timestamps, as Matroska
+      and WebM store them: 30 fps is 33 or 34 ms), it is the coarsest clock counting both in whole
+      ticks, and a frame within one source tick of the nominal grid gets the grid's exact time, so
+      a 30 fps source gives exactly 30 fps (other frames keep their own times). Matroska/WebM
+      outputs store milliseconds, so there times are rounded to 1 ms. (For variable-rate sources
+      the average rate a reader reports for the output may differ from the source's: it depends
+      on the last frame's length.)
     - Rotation: frames from ``read_frames`` are already upright, so no rotation metadata is written.
     - Audio: with ``audio_from`` (the source file), its first audio stream is copied packet by
       packet (no re-encoding), interleaved with the video, over the time span of the written frames.
@@ -40,6 +52,10 @@ class VideoWriter:
       ``warnings`` says so.
     - Atomic: frames go to a hidden temp file in the same folder, renamed onto ``path`` on a clean
       exit; on any exception (KeyboardInterrupt too) the temp file is deleted and nothing is left.
+    - Failures: any error while encoding, muxing or closing (a full disk, a quota, an FFmpeg error)
+      is one :class:`OutputError` naming the cause and ``name`` (default ``path``; a sink writing
+      through a temporary of its own passes its destination), e.g. "no space left on the device of
+      out.mp4"; the temp file is gone by then and the cleanup never raises a second error.
     """
 
     def __init__(
@@ -52,8 +68,10 @@ class VideoWriter:
         audio_from: str | os.PathLike | None = None,
         pix_fmt: str | None = None,
         pad_odd: bool = False,
+        name: str | os.PathLike | None = None,
     ):
         self.path = Path(path)
+        self.name = Path(name) if name is not None else self.path
         self.info = info
         suffix = self.path.suffix.lower()
         if suffix not in _WRITE_CODECS:
@@ -92,8 +110,15 @@ class VideoWriter:
         if self.fps is None:
             self.fps = IMAGE_FOLDER_FPS
             self.warnings.append(f"source has no frame rate; writing at {self.fps} fps.")
-        self.time_base = Fraction(info.time_base) if info.time_base else 1 / self.fps
+        self.source_time_base = Fraction(info.time_base) if info.time_base else 1 / self.fps
+        self.time_base = self.source_time_base
+        self._snap = False  # source times within a tick of the nominal grid get the grid's exact time
+        if (1 / (self.fps * self.source_time_base)).denominator != 1:
+            common = _common_time_base(self.source_time_base, 1 / self.fps)
+            if common.denominator <= _MAX_TIME_BASE_DEN:
+                self.time_base, self._snap = common, True
         self._step = max(1, round(1 / (self.fps * self.time_base)))
+        self._origin: Fraction | None = None  # the grid's zero, in seconds
         self._tmp: AtomicPath | None = None
         self._out = None
         self._stream = None
@@ -124,19 +149,25 @@ class VideoWriter:
         try:
             try:
                 self._start(want_audio)
+            except OSError as e:  # av.error.OSError too: the place, not the streams (a full disk)
+                self._discard()
+                raise output_error(e, self.name) from None
             except av.FFmpegError as e:
                 had_audio = self._audio_out is not None
                 self._discard()
                 if not had_audio:
-                    raise VideoError(f"cannot start writing {self.path} ({_ffmpeg_reason(e)}).") from None
+                    raise VideoError(f"cannot start writing {self.name} ({_ffmpeg_reason(e)}).") from None
                 # The muxer refused the copied audio stream only when writing the header (opus in mov).
                 self.warnings.append(
                     f"audio cannot go into {self.path.suffix} ({_ffmpeg_reason(e)}); written without audio."
                 )
                 try:
                     self._start(False)
+                except OSError as e2:
+                    self._discard()
+                    raise output_error(e2, self.name) from None
                 except av.FFmpegError as e2:
-                    raise VideoError(f"cannot start writing {self.path} ({_ffmpeg_reason(e2)}).") from None
+                    raise VideoError(f"cannot start writing {self.name} ({_ffmpeg_reason(e2)}).") from None
         except BaseException:
             self._discard()
             raise
@@ -146,10 +177,14 @@ class VideoWriter:
         options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
         try:
             self._out = av.open(str(self._tmp.tmp), "w", options=options)
-        except (av.FFmpegError, OSError) as e:
+        except OSError as e:
             self._tmp.discard()
             self._tmp = None
-            raise VideoError(f"cannot write {self.path} ({_ffmpeg_reason(e)}): check the folder is writable.") from None
+            raise output_error(e, self.name) from None
+        except av.FFmpegError as e:
+            self._tmp.discard()
+            self._tmp = None
+            raise VideoError(f"cannot write {self.name} ({_ffmpeg_reason(e)}): check the folder is writable.") from None
         try:
             stream = self._out.add_stream(self.codec, rate=self.fps)
         except (ValueError, av.FFmpegError) as e:
@@ -209,9 +244,19 @@ class VideoWriter:
                 self.warnings.append("no frames were written.")
             self._tmp.commit()
             self._tmp = None
+        except (av.FFmpegError, OSError) as e:
+            raise self._failed(e) from None
         except BaseException:
             self.abort()
             raise
+
+    def _failed(self, err: Exception) -> OutputError:
+        """Drop the temporary file; the one error for a failed encode, mux, close or rename."""
+        self.abort()
+        if isinstance(err, OSError) and err.errno:  # av.error.OSError is an OSError: ENOSPC, EDQUOT, EIO...
+            return output_error(err, self.name)
+        return OutputError(f"Cannot write {self.name}: FFmpeg failed to encode or write the video "
+                           f"({_ffmpeg_reason(err)}); choose another output or format.")
 
     def abort(self) -> None:
         """Drop everything written so far; leaves no file behind."""
@@ -255,7 +300,8 @@ class VideoWriter:
             image = np.pad(image, pad, mode="edge")
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._step
-        pts = int(pts)
+        else:
+            pts = self._output_pts(int(pts))
         if self._last_pts is not None and pts <= self._last_pts:
             if not any("not increasing" in w for w in self.warnings):
                 self.warnings.append(
@@ -268,8 +314,25 @@ class VideoWriter:
         if self._first_time is None:
             self._first_time = float(pts * self.time_base)
         self._last_pts = pts
-        self._mux_video(self._stream.encode(frame))
+        try:
+            self._mux_video(self._stream.encode(frame))
+        except (av.FFmpegError, OSError) as e:
+            raise self._failed(e) from None
         self.frames_written += 1
+
+    def _output_pts(self, pts: int) -> int:
+        """A source pts in the output's time base (exact: the source's ticks are whole output ticks),
+        on the nominal grid where the source time is within one source tick of it."""
+        t = pts * self.source_time_base
+        if self._snap:
+            tick, fps = self.source_time_base, self.fps
+            if self._origin is None:  # the grid of the stream's clock zero when the first frame is on it
+                on = round(t * fps) / fps
+                self._origin = on if abs(t - on) < tick else t
+            grid = self._origin + round((t - self._origin) * fps) / fps
+            if abs(t - grid) < tick and (self._last_pts is None or grid / self.time_base > self._last_pts):
+                t = grid
+        return int(t / self.time_base)
 
     def _mux_video(self, packets) -> None:
         for packet in packets:
@@ -347,8 +410,12 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from videomt_cli.io.prefetch import join
+
         self._dropping = exc_type is not None
         self._queue.put(None)
-        self._thread.join()
+        # The encoder must be done before the writer closes its container, also when a signal
+        # interrupts this wait: then what is still queued is dropped and the interrupt raised after.
+        join(self._thread, on_interrupt=lambda: setattr(self, "_dropping", True))
         if exc_type is None and self._error is not None:
             raise self._error

@@ -6,19 +6,39 @@ a temporary file or folder beside the destination (``io.atomic``) and renames it
 when the ``with`` block exits without an exception. An interrupted or failed run leaves nothing
 behind and never touches an existing file at the destination. An existing destination is refused
 unless ``overwrite=True``.
+
+A failed write (an ``OSError``: a full disk, a quota, a read-only device) becomes one
+:class:`~videomt_cli.errors.OutputError` naming the cause and the destination, the temporary is
+removed, and the cleanup paths (``abort``) never raise.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
 from videomt_cli.errors import OutputError
-from videomt_cli.io.atomic import AtomicPath
+from videomt_cli.io.atomic import AtomicPath, output_error
 from videomt_cli.records import RLE, Category, VideoResult
 
 META_NAME = "meta.json"
+
+
+def writes(method):
+    """Decorate a sink method that writes: an ``OSError`` inside it becomes the sink's one
+    :class:`OutputError` (cause and destination), and the temporary output is removed."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as err:
+            self.abort()
+            raise output_error(err, self.path) from None
+
+    return wrapper
 
 
 class Sink:
@@ -64,6 +84,9 @@ class Sink:
             self._out = AtomicPath(self.path, is_dir=self.is_dir, overwrite=self.overwrite, create=self.create_tmp)
             try:
                 self._begin()
+            except OSError as err:
+                self.abort()
+                raise output_error(err, self.path) from None
             except BaseException:
                 self.abort()
                 raise
@@ -90,15 +113,22 @@ class Sink:
         try:
             self._finish()
             self._out.commit()
+        except OSError as err:
+            self.abort()
+            raise output_error(err, self.path) from None
         except BaseException:
             self.abort()
             raise
         self._closed = True
 
     def abort(self) -> None:
-        """Remove the temporary output; the destination is left as it was."""
+        """Remove the temporary output; the destination is left as it was. Never raises: it runs
+        while another error (a full disk, Ctrl-C) is on its way to the user."""
         self._closed = True
-        self._release()
+        try:
+            self._release()
+        except Exception:  # noqa: BLE001 - closing a file on a full disk fails again: the file goes anyway
+            pass
         if self._out is not None:
             self._out.discard()
 

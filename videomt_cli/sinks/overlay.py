@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videomt_cli.errors import InputError, OutputError
+from videomt_cli.errors import DatasetError, InputError, OutputError
 from videomt_cli.io import masks as mask_ops
 from videomt_cli.modeling.labels import palette_color
 from videomt_cli.records import Category, Segment, VideoResult
@@ -156,19 +156,30 @@ class OverlaySink(Sink):
         total = result.num_frames
         info = src.info
         audio = info.path if info.has_audio and info.kind == "video" else None
-        writer = VideoWriter(self.tmp, info, audio_from=audio)
+        writer = VideoWriter(self.tmp, info, audio_from=audio, name=self.path)
+        done = 0
         with writer, BackgroundWriter(writer) as encoder, read_ahead(src.frames()) as frames:
             for done, frame in enumerate(frames, start=1):
+                if frame.index >= total:
+                    raise _other_video_error(info.path, total, None)
                 image = frame.image
-                if frame.index < result.num_frames:
-                    pairs = result.masks_at(frame.index)
-                    if pairs:
-                        image = draw_overlay(image, pairs, result.categories, self.alpha, color_by)
+                pairs = result.masks_at(frame.index)
+                if pairs:
+                    image = draw_overlay(image, pairs, result.categories, self.alpha, color_by)
                 encoder.write(image, frame.pts)
                 if self.progress is not None:
                     self.progress(done, total)
+            if done != total:  # inside the with-blocks: the writer drops its file
+                raise _other_video_error(info.path, total, done)
         self.warnings.extend(writer.warnings)
         self.count += 1
+
+
+def _other_video_error(path: str, total: int, decoded: int | None) -> DatasetError:
+    """The video does not decode to the results' frame count (checked while the overlay decodes)."""
+    got = f"more than {total} frames" if decoded is None else f"{decoded} frames"
+    return DatasetError(f"{path} decodes to {got} but the results have {total}: they are the results of another "
+                        f"video (or of another cut of it); draw them on the video they were made from.")
 
 
 def write_overlay(result: VideoResult, source, out_path: str | os.PathLike, alpha: float = 0.5,

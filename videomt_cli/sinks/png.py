@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 from videomt_cli.errors import OutputError
+from videomt_cli.io.atomic import write_bytes
 from videomt_cli.records import VideoResult
-from videomt_cli.sinks.base import META_NAME, Sink, category_json, category_name, video_name
+from videomt_cli.sinks.base import META_NAME, Sink, category_json, category_name, video_name, writes
 
 SEGMENTS_NAME = "segments.json"
 
@@ -28,6 +29,7 @@ class PngSink(Sink):
         self.subfolders = subfolders
         self.videos: list[dict] = []
 
+    @writes
     def add(self, result: VideoResult) -> None:
         self.open()
         if self.subfolders:
@@ -42,9 +44,12 @@ class PngSink(Sink):
             name, folder = ".", self.tmp
         frames = [i for i in result.processed if 0 <= i < result.num_frames]
         for i in frames:
-            target = folder / f"{i:05d}.png"
-            if not cv2.imwrite(str(target), result.render_ids(i)):
-                raise OutputError(f"Cannot write {target}.")
+            # Encoded in memory, written by Python: a full disk is an OSError that names its cause
+            # (cv2.imwrite would let libpng print its own line and return only False).
+            done, png = cv2.imencode(".png", result.render_ids(i))
+            if not done:
+                raise OutputError(f"Cannot encode frame {i} as PNG for {self.path}.")
+            write_bytes(folder / f"{i:05d}.png", png.tobytes())
         (folder / META_NAME).write_text(json.dumps(self._meta(result, frames), indent=1), encoding="utf-8")
         if result.task != "semantic":
             segs = {str(s.track_id): {"category_id": int(s.category_id), "isthing": bool(s.isthing),
@@ -69,7 +74,7 @@ class PngSink(Sink):
         meta["categories"] = [category_json(c) for c in result.categories]
         return meta
 
-    def _finish(self) -> None:
+    def _finish(self) -> None:  # an OSError here: Sink.close makes it the one OutputError
         if self.subfolders:
             (self.tmp / META_NAME).write_text(
                 json.dumps({"format": "videomt-png", "version": 1, "videos": self.videos}, indent=1), encoding="utf-8")

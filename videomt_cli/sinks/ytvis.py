@@ -11,7 +11,7 @@ from videomt_cli.errors import DatasetError, OutputError
 from videomt_cli.io import masks as mask_ops
 from videomt_cli.io.atomic import fsync_file
 from videomt_cli.records import Category, Segment, VideoResult
-from videomt_cli.sinks.base import JsonSink, Sink, dump, frame_file_names, plain_rle
+from videomt_cli.sinks.base import JsonSink, Sink, dump, frame_file_names, plain_rle, writes
 
 
 class YtvisResultsSink(Sink):
@@ -29,6 +29,7 @@ class YtvisResultsSink(Sink):
         self._f.write(b"[")
         self._first = True
 
+    @writes
     def add(self, result: VideoResult) -> None:
         self.open()
         for seg in result.segments:
@@ -53,7 +54,10 @@ class YtvisResultsSink(Sink):
     def _release(self) -> None:
         f = getattr(self, "_f", None)
         if f is not None and not f.closed:
-            f.close()
+            try:
+                f.close()  # flushes: on a full disk that fails again, and the file is closed anyway
+            except OSError:
+                pass
 
 
 class YtvisDatasetSink(JsonSink):
@@ -111,8 +115,13 @@ def read_results(results_path: str | os.PathLike, source, categories: list[Categ
     """A YouTube-VIS results file (what ``segment`` writes) -> the ``VideoResult`` of one video, to
     draw it again without running the model. ``categories`` name the ids (the model's labels);
     ``source`` is the video (a path or ``Source``). The file may hold several videos: ``video_id``
-    picks one (needed only when it holds more)."""
-    from videomt_cli.io.read import open_source  # PyAV: only when a video is opened
+    picks one (needed only when it holds more).
+
+    The result has as many frames as the file's per-frame lists (the frames that decoded when it was
+    written, which for a cut or edit-listed file is not the header's count); the overlay checks,
+    while it decodes, that the video has exactly that many. With no entry for the video at all,
+    the video is counted (decoded without RGB conversion)."""
+    from videomt_cli.io.read import count_frames, open_source  # PyAV: only when a video is opened
 
     try:
         entries = json.loads(Path(results_path).read_text())
@@ -131,21 +140,31 @@ def read_results(results_path: str | os.PathLike, source, categories: list[Categ
     elif entries and video_id not in ids:
         raise DatasetError(f"{results_path} has no results for video id {video_id}; it has {ids[:10]}.")
     known = {c.id for c in categories}
-    info = open_source(source).info
+    src = open_source(source)
+    info = src.info
+    mine = [e for e in entries if e.get("video_id") == video_id]
+    lengths = sorted({len(e["segmentations"]) if isinstance(e["segmentations"], list) else -1 for e in mine})
+    if -1 in lengths:
+        raise DatasetError(f"{results_path}: a result's segmentations is not a list (one mask or null per frame).")
+    if len(lengths) > 1:
+        raise DatasetError(f"{results_path} has results of {lengths[0]} and {lengths[-1]} frames for video "
+                           f"{video_id}: each result needs one entry per frame of the video.")
     pairs = []
-    for entry in sorted((e for e in entries if e.get("video_id") == video_id), key=lambda e: -e["score"]):
+    for entry in sorted(mine, key=lambda e: -e["score"]):
         if entry["score"] < score_threshold or (class_ids is not None and entry["category_id"] not in class_ids):
             continue
         if entry["category_id"] not in known:
             raise DatasetError(f"{results_path} uses category id {entry['category_id']}, which the labels "
                                f"do not have; pass the model that wrote it (--model).")
         masks = entry["segmentations"]
-        if info.num_frames is not None and len(masks) != info.num_frames:
-            raise DatasetError(f"{results_path} has {len(masks)} frames per result but {info.path} has "
-                               f"{info.num_frames} frames: is it the results of another video?")
+        sizes = {tuple(m["size"]) for m in masks if isinstance(m, dict) and "size" in m}
+        if sizes - {(info.height, info.width)}:
+            h, w = next(iter(sizes - {(info.height, info.width)}))
+            raise DatasetError(f"{results_path} has {len(masks)} frames of {w}x{h} masks per result but {info.path} "
+                               f"is {info.width}x{info.height}: is it the results of another video?")
         seg = Segment(track_id=len(pairs) + 1, category_id=entry["category_id"], score=float(entry["score"]))
         pairs.append((seg, masks))
-    num_frames = len(pairs[0][1]) if pairs else (info.num_frames or 0)
+    num_frames = lengths[0] if lengths else count_frames(src).num_frames
     processed = sorted({i for _, masks in pairs for i, m in enumerate(masks) if m is not None})
     return VideoResult.from_masks(info, "instance", categories, pairs, processed=processed, num_frames=num_frames,
                                   video_id=video_id)

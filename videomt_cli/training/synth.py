@@ -47,7 +47,7 @@ import numpy as np
 
 from videomt_cli.errors import InputError, OutputError
 from videomt_cli.io import masks as mask_ops
-from videomt_cli.io.atomic import atomic_path
+from videomt_cli.io.atomic import atomic_path, output_error, write_bytes
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 DEFAULT_CLASSES = ("circle", "square", "triangle")
@@ -143,7 +143,7 @@ def generate(out_dir: str | os.PathLike, videos: int, seed: int, frames: int = 2
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"cannot create {out}: {e.strerror or e}.") from None
+        raise output_error(e, out) from None
 
     video_entries, annotations = [], []
     for index in range(videos):
@@ -580,14 +580,17 @@ def _check_args(videos, seed, frames, size, classes, objects, occlusion_prob, fp
 
 def _write_jpegs(out: Path, file_names: list[str], frames: np.ndarray) -> None:
     folder = (out / file_names[0]).parent
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in zip(file_names, frames):
+            # Encoded in memory, written by Python: a full disk is an OSError that names its cause.
+            done, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
+            if not done:
+                raise OutputError(f"cannot encode {out / name} as JPEG.")
+            write_bytes(out / name, jpeg.tobytes())
     except OSError as e:
-        raise OutputError(f"cannot create {folder}: {e.strerror or e}.") from None
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    for name, frame in zip(file_names, frames):
-        if not cv2.imwrite(str(out / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params):
-            raise OutputError(f"cannot write {out / name}.")
+        raise output_error(e, folder) from None
 
 
 def _write_json_atomic(path: Path, doc) -> None:
@@ -596,4 +599,4 @@ def _write_json_atomic(path: Path, doc) -> None:
             json.dump(doc, f, separators=(",", ":"))
             f.write("\n")
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}.") from None
+        raise output_error(e, path) from None

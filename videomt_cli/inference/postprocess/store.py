@@ -5,24 +5,46 @@ No torch.
 A record is ``int32 n | int32 keys[n] | int32 lengths[n] | ascii counts...``, one per frame; in
 memory only the frame index and file offset of each record are kept (16 bytes a frame). Keys are
 query indices (instance, panoptic) or head class indices (semantic).
+
+The file lives in the temporary folder (``TMPDIR``, else ``/tmp``); when that folder fills up or
+cannot be written, the error is one :class:`~videomt_cli.errors.OutputError` that names the
+folder and says to point ``TMPDIR`` elsewhere. Being unnamed, the file disappears with the
+process however it ends (SIGKILL too).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from array import array
 
 import numpy as np
 
+from videomt_cli.errors import OutputError
 from videomt_cli.io import masks as mask_ops
+from videomt_cli.io.atomic import write_cause
 from videomt_cli.records import RLE
+
+
+def spill_error(err: OSError) -> OutputError:
+    """The one error for a spill file that cannot be written or read back: names the folder."""
+    try:
+        folder = tempfile.gettempdir()
+    except OSError:
+        folder = os.environ.get("TMPDIR") or "the temporary folder"
+    return OutputError(f"Cannot write the temporary file in {folder} (TMPDIR) where a video's masks wait for its "
+                       f"last frame: {write_cause(err, folder)}; free some space there or set TMPDIR to a folder "
+                       f"with room (TMPDIR=/path/with/space videomt ...).")
 
 
 class SpillStore:
     """Per-frame lists of (key, RLE counts) in an unnamed temporary file, deleted when closed."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="videomt-")
+        try:
+            self._file = tempfile.TemporaryFile(prefix="videomt-")
+        except OSError as err:
+            raise spill_error(err) from None
         self._frames = array("q")
         self._offsets = array("q")
         self._end = 0
@@ -33,8 +55,12 @@ class SpillStore:
         blobs = [c.encode("ascii") for c in counts]
         lengths = np.array([len(b) for b in blobs], dtype=np.int32)
         record = np.array([len(blobs)], dtype=np.int32).tobytes() + keys.tobytes() + lengths.tobytes() + b"".join(blobs)
-        self._file.seek(self._end)
-        self._file.write(record)
+        try:
+            self._file.seek(self._end)
+            self._file.write(record)
+        except OSError as err:
+            self.close()  # the temporary folder is full: give its space back at once
+            raise spill_error(err) from None
         self._frames.append(frame)
         self._offsets.append(self._end)
         self._end += len(record)
@@ -54,6 +80,13 @@ class SpillStore:
 
     def read(self, frame: int, wanted=None) -> dict[int, str]:
         """{key: counts} of ``frame`` for the keys in ``wanted`` (all keys when None)."""
+        try:
+            return self._read(frame, wanted)
+        except OSError as err:  # buffered records flushed by the first seek: a full disk shows here
+            self.close()
+            raise spill_error(err) from None
+
+    def _read(self, frame: int, wanted) -> dict[int, str]:
         offset = self._index()[frame]
         f = self._file
         f.seek(offset)
@@ -86,8 +119,12 @@ class SpillStore:
         return self._file.closed
 
     def close(self) -> None:
+        """Close (and so delete) the file. Never raises: a flush on a full disk fails again."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
 
 
 class SpillMasks:
