@@ -649,7 +649,7 @@ def test_models_fits_the_terminal_without_breaking_names(columns):
     assert max(len(line) for line in out.splitlines()) <= columns
     words = set(out.split())
     for entry in registry.entries():  # every name and source whole, on one line
-        assert entry.name in words and (entry.hub or f"{entry.file}") in words
+        assert entry.name in words and (entry.hub_ref or f"{entry.file}") in words
 
 
 def test_info_fits_80_columns(videos):

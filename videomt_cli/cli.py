@@ -314,7 +314,7 @@ def models() -> None:
     # narrow one each source goes on its own line under its model, so nothing is cut or folded.
     default = registry.default().name
     rows = [(e.name + (" *" if e.name == default else ""), e.task, e.labels, str(e.min_size),
-             "cached" if registry.is_cached(e) else "download", e.hub or f"bundled: {e.file}")
+             "cached" if registry.is_cached(e) else "download", e.hub_ref or f"bundled: {e.file}")
             for e in registry.entries()]
     head = ("name", "task", "labels", "min size", "weights", "source")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
