@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import frame_major_to_ours, make_frames, make_model, tiny_config
 from videomt_cli.modeling import checkpoint
-from videomt_cli.modeling.checkpoint import config_from_state, from_our_keys, to_our_keys
+from videomt_cli.modeling.keys import config_from_state, from_our_keys, to_our_keys
 from videomt_cli.errors import CheckpointError
 
 # heads = C / 64 is what config_from_state infers, so these configs follow that rule.
