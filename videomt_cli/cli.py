@@ -413,8 +413,8 @@ def segment(
     source: Optional[str] = typer.Argument(None, help="Video file or folder of frame images (none with --dataset)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file or folder (default: "
                                           "<input>.json beside the input)."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="ytvis, ytvis-dataset, coco, png or overlay "
-                                      "(default: from the output suffix)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="ytvis, ytvis-dataset, coco, png, overlay, "
+                                      "mot or mots (default: from the output suffix)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     task: Optional[str] = typer.Option(None, "--task", help="instance, panoptic or semantic (default: the model's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),

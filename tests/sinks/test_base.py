@@ -145,12 +145,13 @@ def test_format_choice():
         assert sinks.format_for("o" + s) == "overlay"
     with pytest.raises(InputError, match="ytvis-dataset"):
         sinks.format_for("r.json", "yolo")
+    assert sinks.format_for("r.txt") == "mot"
     with pytest.raises(InputError, match="--format"):
-        sinks.format_for("r.txt")
+        sinks.format_for("r.csv")
     with pytest.raises(InputError):
         sinks.open_sink("o.json", fmt="overlay")
     assert issubclass(OutputError, VideoMTError)
-    assert set(sinks.FORMATS) == {"ytvis", "ytvis-dataset", "coco", "png", "overlay"}
+    assert set(sinks.FORMATS) == {"ytvis", "ytvis-dataset", "coco", "png", "overlay", "mot", "mots"}
     assert sinks.FORMATS["png"] is sinks.PngSink and sinks.FORMATS["overlay"] is sinks.OverlaySink
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from videomt_cli.errors import InputError
 from videomt_cli.sinks.base import Sink, frame_file_names, video_name
 from videomt_cli.sinks.coco import CocoSink
+from videomt_cli.sinks.mot import MotSink, MotsSink
 from videomt_cli.sinks.overlay import VIDEO_SUFFIXES, OverlaySink, draw_overlay, track_color, write_overlay
 from videomt_cli.sinks.png import PngSink
 from videomt_cli.sinks.ytvis import YtvisDatasetSink, YtvisResultsSink, read_results
@@ -26,6 +27,8 @@ FORMATS: dict[str, type[Sink]] = {
     "coco": CocoSink,
     "png": PngSink,
     "overlay": OverlaySink,
+    "mot": MotSink,
+    "mots": MotsSink,
 }
 
 
@@ -44,20 +47,23 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
         return "ytvis"
     if suffix in VIDEO_SUFFIXES:
         return "overlay"
-    raise InputError(f"Cannot tell the output format of {text!r} from its suffix; use .json, a folder, "
+    if suffix == ".txt":
+        return "mot"
+    raise InputError(f"Cannot tell the output format of {text!r} from its suffix; use .json, .txt, a folder, "
                      f"or one of {', '.join(VIDEO_SUFFIXES)}, or pass --format ({', '.join(FORMATS)}).")
 
 
 def open_sink(path: str | os.PathLike, fmt: str | None = None, overwrite: bool = False, **options) -> Sink:
     """A sink for ``path``: by ``fmt`` (a ``--format`` name) or by the path's suffix (``.json`` ->
-    ytvis, no suffix or a trailing ``/`` -> png folder, ``.mp4``/``.mov``/``.mkv``/``.webm`` ->
-    overlay). ``options`` go to the sink (``alpha``, ``progress``, ``color_by`` for overlays;
+    ytvis, ``.txt`` -> MOT, no suffix or a trailing ``/`` -> png folder, ``.mp4``/``.mov``/``.mkv``/
+    ``.webm`` -> overlay; MOTS by ``fmt="mots"``). ``options`` go to the sink (``alpha``, ``progress``, ``color_by`` for overlays;
     ``subfolders`` for png). Checks the destination now (exists without ``overwrite`` ->
     ``OutputError``); the output appears when the ``with`` block exits cleanly."""
     key = format_for(path, fmt)
     return FORMATS[key](path, overwrite=overwrite, **options)
 
 
-__all__ = ["Sink", "YtvisResultsSink", "YtvisDatasetSink", "CocoSink", "PngSink", "OverlaySink", "FORMATS",
+__all__ = ["Sink", "YtvisResultsSink", "YtvisDatasetSink", "CocoSink", "PngSink", "OverlaySink", "MotSink",
+           "MotsSink", "FORMATS",
            "open_sink", "format_for", "draw_overlay", "write_overlay", "read_results", "track_color",
            "frame_file_names", "video_name", "VIDEO_SUFFIXES"]
