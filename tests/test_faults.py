@@ -182,6 +182,7 @@ def test_a_disk_that_fills_at_random_points_never_leaves_a_file_behind(video, re
         "json": ["segment", video, "-o", "{disk}/r.json"],
         "coco": ["segment", video, "-o", "{disk}/r.json", "--format", "coco"],
         "png": ["segment", video, "-o", "{disk}/masks"],
+        "mots": ["segment", EXAMPLE, "-o", "{disk}/t.txt", "--format", "mots"],  # big enough to fill a disk
         "overlay": ["overlay", video, "--from", results, "-o", "{disk}/o.mp4"],
     }
     sizes = {}

@@ -15,12 +15,13 @@ removed, and the cleanup paths (``abort``) never raise.
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 import json
 import os
 from pathlib import Path
 
 from videomt_cli.errors import OutputError
-from videomt_cli.io.atomic import AtomicPath, output_error
+from videomt_cli.io.atomic import AtomicPath, fsync_file, output_error
 from videomt_cli.records import RLE, Category, VideoResult
 
 META_NAME = "meta.json"
@@ -32,11 +33,8 @@ def writes(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
+        with self._aborting():
             return method(self, *args, **kwargs)
-        except OSError as err:
-            self.abort()
-            raise output_error(err, self.path) from None
 
     return wrapper
 
@@ -82,15 +80,22 @@ class Sink:
     def open(self) -> "Sink":
         if self._out is None and not self._closed:
             self._out = AtomicPath(self.path, is_dir=self.is_dir, overwrite=self.overwrite, create=self.create_tmp)
-            try:
+            with self._aborting():
                 self._begin()
-            except OSError as err:
-                self.abort()
-                raise output_error(err, self.path) from None
-            except BaseException:
-                self.abort()
-                raise
         return self
+
+    @contextmanager
+    def _aborting(self):
+        """Any failure inside removes the temporary output; an ``OSError`` becomes one
+        :class:`OutputError` naming the cause and the destination."""
+        try:
+            yield
+        except OSError as err:
+            self.abort()
+            raise output_error(err, self.path) from None
+        except BaseException:
+            self.abort()
+            raise
 
     def __enter__(self) -> "Sink":
         return self.open()
@@ -110,15 +115,9 @@ class Sink:
         if self._closed:
             return
         self.open()
-        try:
+        with self._aborting():
             self._finish()
             self._out.commit()
-        except OSError as err:
-            self.abort()
-            raise output_error(err, self.path) from None
-        except BaseException:
-            self.abort()
-            raise
         self._closed = True
 
     def abort(self) -> None:
@@ -188,6 +187,28 @@ def category_name(result: VideoResult, category_id: int) -> str:
         return result.category(category_id).name
     except KeyError:
         return str(category_id)
+
+
+class StreamSink(Sink):
+    """A sink that streams into one open temporary file ``self._f`` (text or bytes by ``mode``),
+    flushed to disk before the rename."""
+
+    mode = "wb"
+
+    def _begin(self) -> None:
+        self._f = open(self.tmp, self.mode)
+
+    def _finish(self) -> None:
+        fsync_file(self._f)
+        self._f.close()
+
+    def _release(self) -> None:
+        f = getattr(self, "_f", None)
+        if f is not None and not f.closed:
+            try:
+                f.close()  # flushes: on a full disk that fails again, and the file is closed anyway
+            except OSError:
+                pass
 
 
 class JsonSink(Sink):

@@ -19,15 +19,14 @@ import numpy as np
 
 from videomt_cli.errors import OutputError
 from videomt_cli.io import masks as mask_ops
-from videomt_cli.io.atomic import fsync_file
 from videomt_cli.records import VideoResult
-from videomt_cli.sinks.base import Sink
+from videomt_cli.sinks.base import StreamSink, writes
 
 
-class _TextSink(Sink):
-    def _begin(self) -> None:
-        self._f = open(self.tmp, "w", encoding="ascii", newline="\n")
+class _TextSink(StreamSink):
+    mode = "w"
 
+    @writes
     def add(self, result: VideoResult) -> None:
         self.open()
         if self.count:
@@ -39,15 +38,6 @@ class _TextSink(Sink):
         for frame in result.processed:
             self._f.writelines(self._lines(result, frame))
         self.count += 1
-
-    def _finish(self) -> None:
-        fsync_file(self._f)
-        self._f.close()
-
-    def _release(self) -> None:
-        f = getattr(self, "_f", None)
-        if f is not None and not f.closed:
-            f.close()
 
 
 class MotSink(_TextSink):

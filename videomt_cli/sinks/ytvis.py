@@ -9,12 +9,11 @@ from pathlib import Path
 
 from videomt_cli.errors import DatasetError, OutputError
 from videomt_cli.io import masks as mask_ops
-from videomt_cli.io.atomic import fsync_file
 from videomt_cli.records import Category, Segment, VideoResult
-from videomt_cli.sinks.base import JsonSink, Sink, dump, frame_file_names, plain_rle, writes
+from videomt_cli.sinks.base import JsonSink, StreamSink, dump, frame_file_names, plain_rle, writes
 
 
-class YtvisResultsSink(Sink):
+class YtvisResultsSink(StreamSink):
     """YouTube-VIS results: a JSON list of ``{video_id, category_id, score, segmentations}``.
 
     ``segmentations`` has one entry per frame of the video, ``null`` for frames not processed.
@@ -25,7 +24,7 @@ class YtvisResultsSink(Sink):
     format = "ytvis"
 
     def _begin(self) -> None:
-        self._f = open(self.tmp, "wb")
+        super()._begin()
         self._f.write(b"[")
         self._first = True
 
@@ -48,16 +47,7 @@ class YtvisResultsSink(Sink):
 
     def _finish(self) -> None:
         self._f.write(b"\n]\n")
-        fsync_file(self._f)
-        self._f.close()
-
-    def _release(self) -> None:
-        f = getattr(self, "_f", None)
-        if f is not None and not f.closed:
-            try:
-                f.close()  # flushes: on a full disk that fails again, and the file is closed anyway
-            except OSError:
-                pass
+        super()._finish()
 
 
 class YtvisDatasetSink(JsonSink):
