@@ -1,0 +1,3 @@
+from videomt_cli.cli.base import main
+
+main()
