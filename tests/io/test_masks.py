@@ -66,3 +66,14 @@ def test_empty_area_bbox():
 def test_decode_many_needs_input():
     with pytest.raises(ValueError):
         masks.decode_many([])
+
+
+def test_areas_and_boxes_of_more_than_255_masks():
+    """pycocotools' area() overflows a uint8 count under NumPy 2 from 256 RLEs on (a track of a
+    300-frame video): areas() must still give every one."""
+    m = np.zeros((300, 6, 5), bool)
+    for k in range(300):
+        m[k, : 1 + k % 6, : 1 + k % 5] = True
+    rles = masks.encode(m)
+    assert masks.areas(rles).tolist() == [(1 + k % 6) * (1 + k % 5) for k in range(300)]
+    assert masks.bboxes(rles)[299].tolist() == [0, 0, 1 + 299 % 5, 1 + 299 % 6]

@@ -22,7 +22,7 @@ from videomt_cli.io import masks  # noqa: E402
 from videomt_cli.records import Segment, VideoInfo, VideoResult  # noqa: E402
 from videomt_cli.sinks.base import META_NAME, Sink, frame_file_names, plain_rle, video_name  # noqa: E402
 
-FILE_FORMATS = ["ytvis", "ytvis-dataset", "coco"]
+FILE_FORMATS = ["ytvis", "ytvis-dataset", "coco", "cvat"]
 
 
 # ----------------------------------------------------------------------------- atomicity and errors
@@ -151,7 +151,8 @@ def test_format_choice():
     with pytest.raises(InputError):
         sinks.open_sink("o.json", fmt="overlay")
     assert issubclass(OutputError, VideoMTError)
-    assert set(sinks.FORMATS) == {"ytvis", "ytvis-dataset", "coco", "png", "overlay", "mot", "mots"}
+    assert set(sinks.FORMATS) == {"ytvis", "ytvis-dataset", "coco", "png", "overlay", "mot", "mots", "cvat",
+                                  "labelstudio", "jsonl"}
     assert sinks.FORMATS["png"] is sinks.PngSink and sinks.FORMATS["overlay"] is sinks.OverlaySink
 
 

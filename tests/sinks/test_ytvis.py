@@ -185,3 +185,142 @@ def test_read_results_errors(tmp_path):
     other = VideoInfo("/other.mp4", W, H, num_frames=T + 3)
     with sinks.read_results(out, other, CATS) as result:
         assert result.num_frames == T
+
+
+# ----------------------------------------------------------------------------- TrackEval options
+
+
+def test_default_results_bytes_are_unchanged(tmp_path):
+    """The default file is byte for byte what it was before the options: one entry per line,
+    compact separators, empty RLEs kept."""
+    r = instance_result(stride=2)
+    out = write(tmp_path, "ytvis", r)
+    entries = [{"video_id": 1, "category_id": s.category_id, "score": s.score,
+                "segmentations": [None if m is None else {"size": [H, W], "counts": m["counts"]}
+                                  for m in r.masks_of(s)]}
+               for s in r.segments]
+    want = "[\n" + ",\n".join(json.dumps(e, separators=(",", ":")) for e in entries) + "\n]\n"
+    assert out.read_bytes() == want.encode()
+    explicit = write(tmp_path, "ytvis", r, name="explicit.json", rle="compressed", empty="rle")
+    assert explicit.read_bytes() == out.read_bytes()
+    d1 = write(tmp_path, "ytvis-dataset", r, name="d1.json")
+    assert write(tmp_path, "ytvis-dataset", r, name="d2.json", rle="compressed").read_bytes() == d1.read_bytes()
+
+
+def test_rle_counts_invert_pycocotools_string_coding():
+    """Our reading of the compressed string gives pycocotools' own run lengths back: recompressing
+    them with ``frPyObjects`` gives the same string, and they are the column-major runs."""
+    from videomt_cli.io.masks import rle_counts, uncompressed as uncompressed_rle
+
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = rng.random((h, w)) < (0.002 if t % 5 == 0 else rng.random())
+        if t == 1:
+            m[:] = True  # first run of zeros has length 0
+        rle = masks.encode(m)[0]
+        counts = rle_counts(rle)
+        assert coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)["counts"].decode() == rle["counts"]
+        column = m.ravel(order="F").astype(np.int8)
+        edges = np.flatnonzero(np.diff(column)) + 1
+        runs = np.diff(np.concatenate([[0], edges, [column.size]])).tolist()
+        assert counts == ([0] + runs if column[0] else runs)
+    big = masks.encode(np.pad(np.ones((700, 1500), bool), ((200, 180), (210, 210))))[0]  # 1080 x 1920, counts > 2**15
+    assert uncompressed_rle(big) == {"size": [1080, 1920], "counts": rle_counts(big)}
+    assert rle_counts(big)[:3] == [210 * 1080 + 200, 700, 380]
+
+
+def test_uncompressed_rle_and_null_empties(tmp_path):
+    r = instance_result()
+    gt = json.loads(write(tmp_path, "ytvis-dataset", r, rle="uncompressed").read_text())
+    for ann in gt["annotations"]:
+        for t, segm in enumerate(ann["segmentations"]):
+            if segm is None:
+                continue
+            assert all(isinstance(c, int) for c in segm["counts"]) and sum(segm["counts"]) == H * W
+            # pycocotools reads integer counts as uncompressed RLE: the same mask, area and box
+            rle = coco_mask.frPyObjects(segm, H, W)
+            seg = next(s for s in r.segments if s.track_id == ann["track_id"])
+            assert np.array_equal(coco_mask.decode(rle), masks.decode(r.mask(seg, t)))
+            assert coco_mask.area(rle) == ann["areas"][t]
+    res = json.loads(write(tmp_path, "ytvis", r, rle="uncompressed", empty="null").read_text())
+    assert res[0]["segmentations"][3] is None  # track 1 is absent from processed frame 3
+    assert all(isinstance(s["counts"], list) for e in res for s in e["segmentations"] if s is not None)
+    nulls = json.loads(write(tmp_path, "ytvis", r, name="n.json", empty="null").read_text())
+    assert nulls[0]["segmentations"][3] is None and isinstance(nulls[0]["segmentations"][2]["counts"], str)
+    assert nulls[1]["segmentations"] == [{"size": [H, W], "counts": m["counts"]} for m in r.masks_of(r.segments[1])]
+    # not processed stays null, whatever the options
+    strided = json.loads(write(tmp_path, "ytvis", instance_result(stride=2), name="s.json", empty="null").read_text())
+    assert [s is None for s in strided[0]["segmentations"]] == [False, True, False, True, False]
+    from videomt_cli.errors import InputError
+
+    with pytest.raises(InputError, match="compressed, uncompressed"):
+        write(tmp_path, "ytvis", r, name="bad.json", rle="zip")
+    with pytest.raises(InputError, match="rle, null"):
+        write(tmp_path, "ytvis", r, name="bad.json", empty="none")
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_trackeval_reader_rules_replayed(tmp_path):
+    """TrackEval's YouTube-VIS reader (``trackeval/datasets/youtube_vis.py``), replayed without
+    TrackEval: ``_prepare_gt_annotations`` passes each ground-truth mask to
+    ``pycocotools.mask.frPyObjects(seg, h, w)``, and ``_load_raw_file`` counts a detection in frame
+    t for every track whose ``segmentations[t]`` is truthy."""
+    r = instance_result()
+    for rle_kind, works in (("uncompressed", True), ("compressed", False)):
+        gt = json.loads(write(tmp_path, "ytvis-dataset", r, name=f"gt-{rle_kind}.json", rle=rle_kind).read_text())
+        segm = gt["annotations"][0]["segmentations"][0]
+        if works:
+            assert coco_mask.area(coco_mask.frPyObjects(segm, H, W)) == gt["annotations"][0]["areas"][0]
+        else:
+            with pytest.raises((ValueError, TypeError)):
+                coco_mask.frPyObjects(segm, H, W)
+
+    def detections(results):
+        return [sum(1 for e in results if e["segmentations"][t]) for t in range(T)]
+
+    default = json.loads(write(tmp_path, "ytvis", r, name="d.json").read_text())
+    null = json.loads(write(tmp_path, "ytvis", r, name="n.json", empty="null").read_text())
+    truth = [sum(1 for s in r.segments if masks.area(r.mask(s, t))) for t in range(T)]
+    assert detections(null) == truth == [2, 2, 2, 1, 2]
+    assert detections(default) == [2, 2, 2, 2, 2]  # the empty RLE of frame 3 is a detection there
+
+
+def _trackeval_run(root, gt_kw, res_kw):
+    """Write GT and results as TrackEval's YouTube-VIS layout wants them and run HOTA + CLEAR."""
+    trackeval = pytest.importorskip("trackeval")
+    r = instance_result()
+    gt_dir, trackers = root / "gt", root / "trackers"
+    write(gt_dir / "youtube_vis_valid", "ytvis-dataset", r, name="valid.json", **gt_kw)
+    write(trackers / "youtube_vis_valid" / "videomt" / "data", "ytvis", r, name="results.json", **res_kw)
+    dataset = trackeval.datasets.YouTubeVIS({
+        "GT_FOLDER": f"{gt_dir}/", "TRACKERS_FOLDER": f"{trackers}/", "OUTPUT_FOLDER": str(root / "out"),
+        "SPLIT_TO_EVAL": "valid", "CLASSES_TO_EVAL": ["person", "dog"], "PRINT_CONFIG": False})
+    evaluator = trackeval.Evaluator({"USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False,
+                                     "TIME_PROGRESS": False, "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False,
+                                     "PLOT_CURVES": False, "LOG_ON_ERROR": None})
+    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False})]
+    res, msg = evaluator.evaluate([dataset], metrics)
+    assert msg == {"YouTubeVIS": {"videomt": "Success"}}
+    return res["YouTubeVIS"]["videomt"]["COMBINED_SEQ"]
+
+
+def test_trackeval_scores_results_equal_to_the_ground_truth_perfectly(tmp_path, capsys):
+    """TrackEval 1.3 itself: GT written with rle="uncompressed", results with empty="null", both
+    from the same result, score HOTA 1 and MOTA 1 with no false positive; the defaults are misread
+    (compressed GT stops its reader, empty RLEs become false positives)."""
+    good = _trackeval_run(tmp_path / "good", {"rle": "uncompressed"}, {"empty": "null"})
+    for cls in ("person", "dog"):
+        assert good[cls]["HOTA"]["HOTA"].tolist() == pytest.approx([1.0] * 19)  # at every alpha 0.05 .. 0.95
+        assert good[cls]["CLEAR"]["MOTA"] == pytest.approx(1.0) and good[cls]["CLEAR"]["CLR_FP"] == 0
+    assert good["person"]["CLEAR"]["CLR_TP"] == 4 and good["dog"]["CLEAR"]["CLR_TP"] == 5
+
+    empties = _trackeval_run(tmp_path / "empties", {"rle": "uncompressed"}, {})
+    assert empties["person"]["CLEAR"]["CLR_FP"] == 1  # the empty RLE where person left the picture
+    # DetA 4/5 and AssA 4/5: the empty entry is an unmatched detection of the person track itself
+    assert empties["person"]["HOTA"]["HOTA"].mean() == pytest.approx(0.8)
+    assert empties["dog"]["HOTA"]["HOTA"].mean() == pytest.approx(1.0)
+
+    with pytest.raises((ValueError, TypeError)):  # compressed GT: frPyObjects cannot read str counts
+        _trackeval_run(tmp_path / "compressed", {}, {"empty": "null"})
+    capsys.readouterr()

@@ -71,11 +71,16 @@ def is_empty(rle: RLE) -> bool:
     return area(rle) == 0
 
 
+_AREA_CHUNK = 255  # pycocotools' area() sizes its output in a uint8 under NumPy 2: 256 RLEs overflow
+
+
 def areas(rles: list[RLE]) -> np.ndarray:
-    """(K,) int64 areas of many RLEs in one pycocotools call."""
+    """(K,) int64 areas of many RLEs, in as few pycocotools calls as it allows."""
     if not rles:
         return np.zeros(0, np.int64)
-    return np.asarray(_coco.area([_as_coco(r) for r in rles]), dtype=np.int64).reshape(-1)
+    coco = [_as_coco(r) for r in rles]
+    return np.concatenate([np.asarray(_coco.area(coco[i:i + _AREA_CHUNK]), dtype=np.int64).reshape(-1)
+                           for i in range(0, len(coco), _AREA_CHUNK)])
 
 
 def bboxes(rles: list[RLE]) -> np.ndarray:
@@ -119,3 +124,34 @@ def paint(masks: list[np.ndarray], h: int, w: int):
         roi = index[y:y + bh, x:x + bw]
         np.maximum(roi, m[y:y + bh, x:x + bw].astype(dtype, copy=False) * dtype(k + 1), out=roi)
     return index, boxes
+
+
+def rle_counts(rle: dict) -> list[int]:
+    """The run lengths of a compressed COCO RLE (str or bytes counts) as ints: column-major,
+    starting with a run of zeros. The inverse of pycocotools' string coding (``rleToString``):
+    each count is 5-bit groups, low first, a set 0x20 bit meaning "more", the last group's 0x10
+    bit the sign, each group stored as ``chr(48 + group)``; from the third count on, the value is
+    stored as the difference to the count two places before."""
+    text = rle["counts"]
+    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    counts: list[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def uncompressed(rle: dict) -> dict:
+    """A compressed RLE -> pycocotools' uncompressed form ``{"size": [h, w], "counts": [ints]}``."""
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle_counts(rle)}

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from videomt_cli.errors import OutputError
+from videomt_cli.errors import InputError, OutputError
 from videomt_cli.io.atomic import AtomicPath, fsync_file, output_error
 from videomt_cli.records import RLE, Category, VideoResult
 
@@ -144,6 +144,14 @@ class Sink:
 # ----------------------------------------------------------------------------- shared helpers
 
 
+def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """A format option's value, lower-cased; one that is not ``allowed`` is an ``InputError``."""
+    key = str(value).strip().lower()
+    if key not in allowed:
+        raise InputError(f"Unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
+    return key
+
+
 def plain_rle(rle: RLE | None) -> dict | None:
     """An RLE as plain JSON (str counts, int size), or None."""
     if rle is None:
@@ -155,8 +163,13 @@ def plain_rle(rle: RLE | None) -> dict | None:
 
 
 def video_name(result: VideoResult) -> str:
-    """A short name for the video: the folder's name for an image folder, else the file's stem."""
+    """A short name for the video: the folder's name for an image folder, a stream's name (``io.live``),
+    else the file's stem."""
     info = result.video
+    if info.kind == "live":
+        from videomt_cli.io.live import stream_name
+
+        return stream_name(info.path)
     path = Path(info.path.rstrip("/\\"))
     name = path.name if info.is_image_folder else path.stem
     return name if name and info.kind != "arrays" else f"video{result.video_id}"

@@ -1,5 +1,21 @@
 """YouTube-VIS JSON: the results list (what ``segment`` writes and ``eval`` scores), the
-dataset-style file (results opened as annotations), and reading a results file back. No torch."""
+dataset-style file (results opened as annotations), and reading a results file back. No torch.
+
+Two options make the files fit evaluators that read the format more narrowly than the YouTube-VIS
+tools do (the defaults are what the YouTube-VIS server, ``ytvos`` and ``videomt eval`` take):
+
+- ``rle="uncompressed"`` writes each mask as pycocotools' uncompressed RLE, ``{"size": [h, w],
+  "counts": [n0, n1, ...]}``: the run lengths as integers, column-major, starting with a run of
+  zeros (0 when the first pixel is set). TrackEval's YouTube-VIS reader
+  (``trackeval/datasets/youtube_vis.py``, ``_prepare_gt_annotations``) passes every ground-truth
+  mask to ``pycocotools.mask.frPyObjects``, which reads only integer counts: a compressed string
+  there raises ``ValueError``. For results it calls ``mask.area`` instead, which reads only the
+  compressed string, so results for TrackEval stay compressed.
+- ``empty="null"`` (results only) writes ``null`` for a processed frame where the object is absent,
+  instead of the empty RLE. TrackEval counts every non-null entry as a detection in that frame
+  (``if track['segmentations'][t]``), so an empty RLE is a false positive there; the YouTube-VIS
+  tools read both as an empty mask.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +26,16 @@ from pathlib import Path
 from videomt_cli.errors import DatasetError, OutputError
 from videomt_cli.io import masks as mask_ops
 from videomt_cli.records import Category, Segment, VideoResult
-from videomt_cli.sinks.base import JsonSink, StreamSink, dump, frame_file_names, plain_rle, writes
+from videomt_cli.sinks.base import JsonSink, StreamSink, choice, dump, frame_file_names, plain_rle, writes
+
+RLE_KINDS = ("compressed", "uncompressed")
+EMPTY_KINDS = ("rle", "null")
+
+
+def _mask_json(rle: dict | None, kind: str) -> dict | None:
+    if rle is None:
+        return None
+    return mask_ops.uncompressed(rle) if kind == "uncompressed" else plain_rle(rle)
 
 
 class YtvisResultsSink(StreamSink):
@@ -19,9 +44,18 @@ class YtvisResultsSink(StreamSink):
     ``segmentations`` has one entry per frame of the video, ``null`` for frames not processed.
     Streams to the temporary file mask by mask, so many videos (``--dataset``) and long videos
     cost no extra memory.
+
+    ``rle``: ``"compressed"`` (default, str counts) or ``"uncompressed"`` (int counts). ``empty``:
+    what a processed frame where the object is absent holds, ``"rle"`` (default: the empty RLE) or
+    ``"null"`` (what TrackEval needs; see the module docstring).
     """
 
     format = "ytvis"
+
+    def __init__(self, path, overwrite: bool = False, rle: str = "compressed", empty: str = "rle") -> None:
+        self.rle = choice(rle, RLE_KINDS, "RLE kind (--rle)")
+        self.empty = choice(empty, EMPTY_KINDS, "empty-mask kind (--empty)")
+        super().__init__(path, overwrite)
 
     def _begin(self) -> None:
         super()._begin()
@@ -40,7 +74,9 @@ class YtvisResultsSink(StreamSink):
             for i, mask in enumerate(result.masks_of(seg)):
                 if i:
                     self._f.write(b",")
-                dump(plain_rle(mask), self._f)
+                if mask is not None and self.empty == "null" and mask_ops.is_empty(mask):
+                    mask = None
+                dump(_mask_json(mask, self.rle), self._f)
             self._f.write(b"]}")
             self._first = False
         self.count += 1
@@ -56,11 +92,15 @@ class YtvisDatasetSink(JsonSink):
     Like YouTube-VIS ground truth, a frame where a track is absent (empty mask) or that was not
     processed is ``null`` in ``segmentations``, ``areas`` and ``bboxes``. Tracks with no pixel in
     any frame are left out. ``score`` is kept on each annotation.
+
+    ``rle``: ``"compressed"`` (default, str counts) or ``"uncompressed"`` (int counts, what
+    TrackEval's YouTube-VIS ground-truth reader needs; see the module docstring).
     """
 
     format = "ytvis-dataset"
 
-    def __init__(self, path, overwrite: bool = False) -> None:
+    def __init__(self, path, overwrite: bool = False, rle: str = "compressed") -> None:
+        self.rle = choice(rle, RLE_KINDS, "RLE kind (--rle)")
         super().__init__(path, overwrite)
         self.videos: list[dict] = []
         self.annotations: list[dict] = []
@@ -83,7 +123,7 @@ class YtvisDatasetSink(JsonSink):
             segms, area_list, box_list = [None] * len(masks), [None] * len(masks), [None] * len(masks)
             for i, a, b in zip(present, areas.tolist(), boxes.tolist()):
                 if a:
-                    segms[i], area_list[i], box_list[i] = plain_rle(masks[i]), a, [float(v) for v in b]
+                    segms[i], area_list[i], box_list[i] = _mask_json(masks[i], self.rle), a, [float(v) for v in b]
             if all(a is None for a in area_list):
                 continue
             self.annotations.append({
