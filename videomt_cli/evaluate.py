@@ -27,7 +27,6 @@ import io
 import math
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as _coco
@@ -42,7 +41,8 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "A
 
 
 def evaluate(predictions: list[dict] | dict | str | os.PathLike,
-             ground_truth: dict | str | os.PathLike) -> dict[str, float]:
+             ground_truth: dict | str | os.PathLike, *, video: str | os.PathLike | None = None,
+             categories=None) -> dict[str, float]:
     """Score video instance segmentation results against YouTube-VIS ground truth.
 
     Args:
@@ -51,7 +51,11 @@ def evaluate(predictions: list[dict] | dict | str | os.PathLike,
             video), a YouTube-VIS-style dataset dict whose annotations carry a ``score`` (what
             ``videomt segment -f ytvis-dataset`` writes), or the path of a JSON file of either.
         ground_truth: a YouTube-VIS dataset (``videos``, ``annotations`` with per-frame
-            ``segmentations`` as RLE, polygons or ``null``, ``categories``) or its JSON path.
+            ``segmentations`` as RLE, polygons or ``null``, ``categories``) or its JSON path; or
+            the path of a CVAT for video 1.1 XML or a COCO JSON with track ids (``io.ytvis.read``).
+        video, categories: for a CVAT or COCO ground truth, its video (default: the one it names)
+            and the ``(id, name)`` table its label names take their ids from (the model's, so that
+            the predictions' ids match), as ``io.ytvis.read`` takes them.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}``
@@ -63,9 +67,9 @@ def evaluate(predictions: list[dict] | dict | str | os.PathLike,
             ground truth does not have, a per-frame list whose length differs from its video's,
             masks of another size than the video, an empty ground truth.
     """
-    gt_path = Path(ground_truth) if isinstance(ground_truth, (str, os.PathLike)) else None
     gt_where = ytvis.where(ground_truth)
-    dataset = ytvis.parse(ytvis.load_json(ground_truth, "ground-truth"), f"the ground truth{gt_where}", gt_path)
+    dataset = ytvis.read(ground_truth, "ground-truth", video=video, categories=categories,
+                         name=f"the ground truth{gt_where}")
     videos, categories, gt_tracks = _ground_truth(dataset)
     pred_doc = ytvis.load_json(predictions, "predictions")
     dt_tracks = _predictions(pred_doc, videos, categories, ytvis.where(predictions), gt_where)

@@ -49,6 +49,51 @@ def _make_predictor(model: Optional[str], **options):
     return predictor
 
 
+_FROM_PANEL = "Re-writing results (--from)"
+_FORMAT_PANEL = "Format options"
+_CORPUS_PANEL = "Many videos"
+# The format options: CLI flag -> (the sink's argument, the formats that take it).
+FORMAT_OPTIONS = {
+    "--cvat-shape": ("shape", ("cvat",)),
+    "--coco-shape": ("shape", ("coco",)),
+    "--frame-names": ("frame_names", ("coco",)),
+    "--rle": ("rle", ("ytvis", "ytvis-dataset")),
+    "--empty": ("empty", ("ytvis",)),
+    "--ls-kind": ("kind", ("labelstudio",)),
+    "--video-url": ("video_url", ("labelstudio",)),
+}
+
+
+def format_options(fmt: str, given: dict) -> dict:
+    """The sink arguments of the format options given on the command line; an option meant for
+    another format is an error (it would be silently ignored)."""
+    options = {}
+    for flag, value in given.items():
+        if value is None:
+            continue
+        argument, formats = FORMAT_OPTIONS[flag]
+        if fmt not in formats:
+            raise InputError(f"{flag} applies to --format {' or '.join(formats)}, and this output is {fmt}.")
+        options[argument] = value
+    return options
+_LIVE_PANEL = "Live streams"
+_LABELS_HELP = ("Label table naming the ids of a --from file (ytvis2019, ytvis2021, ovis, vipseg, vspw); "
+                "default: the --model's.")
+
+
+def _read_from(results: Path, source: str, model: Optional[str], table: Optional[str], classes: Optional[str],
+               score_threshold: float, video_id: Optional[int]):
+    """The ``VideoResult`` of an existing results file (``--from``), named by ``--labels`` or the model's table."""
+    from videomt_cli import sinks
+    from videomt_cli.inference.predictor import model_categories
+    from videomt_cli.modeling import labels as label_tables
+
+    cats = label_tables.categories(table) if table else model_categories(model)
+    wanted = label_tables.resolve_classes(classes.split(","), cats) if classes else None
+    return sinks.read_results(results, source, cats, video_id=video_id, score_threshold=score_threshold,
+                              class_ids=wanted)
+
+
 def _classes(text: Optional[str]) -> Optional[list[str]]:
     return [c for c in text.split(",") if c.strip()] if text else None
 
@@ -64,9 +109,12 @@ def _default_output(source: str, suffix: str) -> Path:
                     "  videomt segment frames_dir/ -o out.coco.json --format coco --classes person,dog\n\n"
                     "  videomt segment --dataset valid.json -o results.json  (then: videomt eval results.json valid.json)")
 def segment(
-    source: Optional[str] = typer.Argument(None, help="Video file or folder of frame images (none with --dataset)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file or folder (default: "
-                                          "<input>.json beside the input)."),
+    sources: Optional[list[str]] = typer.Argument(None, help="Video file or folder of frame images (none with "
+                                                  "--dataset); several, a folder of videos, a glob or @list.txt: "
+                                                  "one output per video in the folder -o."),
+    # a str, not a Path: pathlib would fold udp://host:port and s3://bucket/ to a single slash
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file or folder (default: "
+                                          "<input>.json beside the input); a folder for several videos."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="ytvis, ytvis-dataset, coco, png, overlay, "
                                       "mot or mots (default: from the output suffix)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
@@ -84,53 +132,142 @@ def segment(
                                           "(instance task; default: the model's, 10 for YouTube-VIS)."),
     score_threshold: float = typer.Option(0.0, "--score-threshold", min=0.0, max=1.0, help="Drop results below this score."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names or ids to keep."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (several videos: run "
+                                   "them all again)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Run every video of this YouTube-VIS dataset "
                                            "JSON into one results file for eval (then give no SOURCE)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="With --dataset: the folder its "
                                               "file_names are relative to (default: found beside the JSON)."),
+    results: Optional[Path] = typer.Option(None, "--from", help="Write an existing results file in another format "
+                                           "instead of running the model.", rich_help_panel=_FROM_PANEL),
+    label_table: Optional[str] = typer.Option(None, "--labels", help=_LABELS_HELP, rich_help_panel=_FROM_PANEL),
+    video_id: Optional[int] = typer.Option(None, "--video-id", help="Which video of a multi-video --from file.",
+                                           rich_help_panel=_FROM_PANEL),
+    realtime: bool = typer.Option(False, "--realtime", help="Live sources: when the model is slower than the "
+                                  "stream, keep the newest frame and drop the ones between (counted, null).",
+                                  rich_help_panel=_LIVE_PANEL),
+    reconnect: int = typer.Option(0, "--reconnect", min=0, max=1000, help="Live sources: retry a dropped "
+                                  "connection N times with backoff, continuing the same video.",
+                                  rich_help_panel=_LIVE_PANEL),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, max=3600.0, help="Live sources: seconds to wait "
+                                  "for a stream to answer or for its next packet.", rich_help_panel=_LIVE_PANEL),
+    backend: str = typer.Option("local", "--backend", help="Several videos: local (this process) or ray (a Ray "
+                                "cluster; pip install 'videomt[ray]').", rich_help_panel=_CORPUS_PANEL),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--backend ray: the cluster to join "
+                                              "(default: a local Ray started for the run).",
+                                              rich_help_panel=_CORPUS_PANEL),
+    batch_videos: int = typer.Option(1, "--batch-videos", min=1, max=256, help="Several videos: run B videos "
+                                     "through the network together (same results; faster on a GPU).",
+                                     rich_help_panel=_CORPUS_PANEL),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=100000, help="--backend ray: model "
+                                          "actors (default: one per GPU, else 1 per 2 CPUs).",
+                                          rich_help_panel=_CORPUS_PANEL),
+    cvat_shape: Optional[str] = typer.Option(None, "--cvat-shape", help="cvat: polygon (default) or box tracks.",
+                                             rich_help_panel=_FORMAT_PANEL),
+    coco_shape: Optional[str] = typer.Option(None, "--coco-shape", help="coco: rle (default) or polygon "
+                                             "segmentations (polygons become CVAT tracks).",
+                                             rich_help_panel=_FORMAT_PANEL),
+    frame_names: Optional[str] = typer.Option(None, "--frame-names", help="coco: cvat (frame_000000.jpg, the "
+                                              "default: CVAT video tasks) or ytvis (<video>/00000.jpg).",
+                                              rich_help_panel=_FORMAT_PANEL),
+    rle: Optional[str] = typer.Option(None, "--rle", help="ytvis, ytvis-dataset: compressed (default) or "
+                                      "uncompressed masks (TrackEval's ground truth).", rich_help_panel=_FORMAT_PANEL),
+    empty: Optional[str] = typer.Option(None, "--empty", help="ytvis: rle (default) or null where a processed "
+                                        "frame lacks the object (TrackEval).", rich_help_panel=_FORMAT_PANEL),
+    ls_kind: Optional[str] = typer.Option(None, "--ls-kind", help="labelstudio: video (default: videorectangle "
+                                          "tracks) or images (per-frame brush masks).", rich_help_panel=_FORMAT_PANEL),
+    video_url: Optional[str] = typer.Option(None, "--video-url", help="labelstudio: the URL Label Studio loads "
+                                            "the video from ({name}, {file} are filled in; default: its path).",
+                                            rich_help_panel=_FORMAT_PANEL),
     quiet: bool = quiet_option(),
 ) -> None:
     """Segment and track objects in a video; write YouTube-VIS JSON, COCO JSON, PNG masks or an overlay.
 
     Output files appear only when the run succeeds (written to a temporary name, then renamed):
-    an interrupted or failed run leaves nothing behind.
+    an interrupted or failed run leaves nothing behind. With --from, the results of an earlier run
+    are written in the chosen format without running the model.
     """
-    from videomt_cli import sinks
+    from videomt_cli import corpus, sinks
+    from videomt_cli.io.live import is_live
     from videomt_cli.io.probe import probe
     from videomt_cli.io.window import Window
 
     set_quiet(quiet)
-    if dataset is None and source is None:
-        raise typer.BadParameter("give a video file or frame folder, or --dataset GT.json.", param_hint="SOURCE")
-    if dataset is not None and source not in (None, "-"):
-        raise typer.BadParameter("give either SOURCE or --dataset, not both.", param_hint="SOURCE")
-    # Cheap checks first, the model (seconds to load, maybe a download) last: a missing or unreadable
-    # input, a bad --start, an unknown --format or an existing output fail at once.
-    if dataset is None:
-        probe(source)
-    Window.of(start, end, stride)  # a bad --start/--end fails before the model loads
-    window = dict(start=start, end=end, stride=stride, classes=_classes(classes))
+    given = {"--cvat-shape": cvat_shape, "--coco-shape": coco_shape, "--frame-names": frame_names, "--rle": rle,
+             "--empty": empty, "--ls-kind": ls_kind, "--video-url": video_url}
+    sources = list(sources or [])
+    if dataset is None and not sources:
+        raise typer.BadParameter("give a video file or frame folder, or --dataset GT.json.", param_hint="SOURCES")
+    if dataset is not None and sources not in ([], ["-"]):
+        raise typer.BadParameter("give either SOURCES or --dataset, not both.", param_hint="SOURCES")
 
     def make_predictor():
         return _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
                                chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
 
+    if dataset is None and corpus.is_corpus(sources):
+        if output is None:
+            raise InputError("Several videos need -o FOLDER: one output per video goes there, with manifest.jsonl.")
+        if results is not None or realtime or reconnect:
+            raise InputError("--from, --realtime and --reconnect take one video; give one SOURCE.")
+        Window.of(start, end, stride)
+        from videomt_cli.cli.corpus import segment_corpus
+
+        options = format_options(sinks.format_for(output, fmt or "ytvis"), given)
+        segment_corpus(sources, output, fmt, overwrite, dict(start=start, end=end, stride=stride,
+                       classes=_classes(classes)), make_predictor, options,
+                       backend=dict(backend=backend, ray_address=ray_address, workers=workers,
+                                    batch_videos=batch_videos))
+        return
+    source = sources[0] if sources else None
+    # Cheap checks first, the model (seconds to load, maybe a download) last: a missing or unreadable
+    # input, a bad --start, an unknown --format or an existing output fail at once.
+    per_frame = (fmt or "").strip().lower() == "jsonl" or str(output) == "-" or str(output).endswith(".jsonl")
+    if dataset is None and results is None and (is_live(source) or per_frame):
+        from videomt_cli.cli.live import segment_live  # streams: results as they happen
+
+        segment_live(source, output, fmt, overwrite=overwrite, window=dict(start=start, end=end, stride=stride,
+                     classes=_classes(classes)), realtime=realtime, reconnect=reconnect, timeout=timeout,
+                     make_predictor=make_predictor, format_options=lambda key: format_options(key, given))
+        return
+    output = None if output is None else Path(output)
+    if backend != "local" or ray_address is not None or workers is not None or batch_videos != 1:
+        raise InputError("--backend, --ray-address, --workers and --batch-videos apply to several videos (a corpus, "
+                         "-o FOLDER).")
+    if realtime or reconnect:
+        raise InputError("--realtime and --reconnect apply to live sources (rtsp://, udp://, http://, a device, "
+                         "- for stdin).")
+    if dataset is None:
+        probe(source)
+    Window.of(start, end, stride)  # a bad --start/--end fails before the model loads
+    window = dict(start=start, end=end, stride=stride, classes=_classes(classes))
+
     if dataset is not None:
         if output is None:
             raise InputError("--dataset needs -o RESULTS.json.")
+        if results is not None:
+            raise InputError("--from re-writes one video's results; give the video as SOURCE instead of --dataset.")
         if fmt is not None and sinks.format_for(output, fmt) != "ytvis":
             raise InputError("--dataset writes one YouTube-VIS results file (--format ytvis), for videomt eval.")
         refuse_input_as_output(output, [dataset], what="dataset")
-        _segment_dataset(dataset, output, image_root, overwrite, make_predictor, window)
+        _segment_dataset(dataset, output, image_root, overwrite, make_predictor, window,
+                         format_options("ytvis", given))
         return
     output = output or _default_output(source, ".json")
-    refuse_input_as_output(output, [source])  # whatever --overwrite says: never write over the input
+    refuse_input_as_output(output, [source, results])  # whatever --overwrite says: never write over an input
+    if results is not None and (start is not None or end is not None or stride != 1):
+        raise InputError("--from writes the results as they are; --start, --end and --stride apply only when "
+                         "the model runs.")
     # Open (and so validate) the sink before the long run: a bad format or an existing output fails fast.
-    with sinks.open_sink(output, fmt, overwrite=overwrite) as sink:
-        predictor = make_predictor()
+    options = format_options(sinks.format_for(output, fmt), given)
+    with sinks.open_sink(output, fmt, overwrite=overwrite, **options) as sink:
+        predictor = make_predictor() if results is None else None
         with progress_bar() as bar:
-            with _run_with_progress(bar, predictor, source, "segment", **window) as result:
+            if results is not None:
+                result = _read_from(results, source, model, label_table, classes, score_threshold, video_id)
+            else:
+                result = _run_with_progress(bar, predictor, source, "segment", **window)
+            with result:
                 for warning in result.warnings:
                     warn(warning)
                 sink.add(result)
@@ -146,9 +283,7 @@ def overlay(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output video (default: <input>.overlay.mp4)."),
     results: Optional[Path] = typer.Option(None, "--from", help="Draw an existing YouTube-VIS results file "
                                            "instead of running the model."),
-    label_tables_name: Optional[str] = typer.Option(None, "--labels", help="Label table naming the ids of a "
-                                                    "--from file (ytvis2019, ytvis2021, ovis, vipseg, vspw); "
-                                                    "default: the --model's."),
+    label_tables_name: Optional[str] = typer.Option(None, "--labels", help=_LABELS_HELP),
     video_id: Optional[int] = typer.Option(None, "--video-id", help="Which video of a multi-video --from file."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Opacity of the mask fill."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
@@ -176,14 +311,7 @@ def overlay(
     # as segment does: a bad -o must not cost a whole run.
     with sinks.open_sink(output, "overlay", overwrite=overwrite, alpha=alpha) as sink:
         if results is not None:
-            from videomt_cli.modeling import labels as label_tables
-            from videomt_cli.inference.predictor import model_categories
-
-            cats = (label_tables.categories(label_tables_name) if label_tables_name
-                    else model_categories(model))
-            wanted = label_tables.resolve_classes(classes.split(","), cats) if classes else None
-            result = sinks.read_results(results, source, cats, video_id=video_id,
-                                          score_threshold=score_threshold, class_ids=wanted)
+            result = _read_from(results, source, model, label_tables_name, classes, score_threshold, video_id)
         else:
             predictor = _make_predictor(model, device=device, dtype=dtype, task=task, min_size=min_size,
                                         chunk_size=chunk_size, max_num=max_num, score_threshold=score_threshold)
@@ -209,13 +337,13 @@ def overlay(
 
 
 def _segment_dataset(dataset: Path, output: Path, image_root: Optional[Path], overwrite: bool, make_predictor,
-                     window: dict) -> None:
+                     window: dict, options: dict) -> None:
     """Run every video of a YouTube-VIS dataset into one results file whose video ids match it."""
     from videomt_cli import sinks
     from videomt_cli.io import ytvis
 
     videos = ytvis.videos(dataset, image_root)
-    with sinks.open_sink(output, "ytvis", overwrite=overwrite) as sink:
+    with sinks.open_sink(output, "ytvis", overwrite=overwrite, **options) as sink:
         predictor = make_predictor()
         with progress_bar() as bar:
             task_id = bar.add_task("videos", total=len(videos), rate="")

@@ -1,6 +1,8 @@
 """YouTube-VIS dataset files: the one reader (training, evaluation and ``segment --dataset``). No torch.
 
     dataset = ytvis.read("train.json")              # Dataset(videos, annotations, categories)
+    dataset = ytvis.read("task.xml", video="clip.mp4")   # CVAT for video 1.1 XML (io.cvat)
+    dataset = ytvis.read("coco.json", categories=model_labels)  # COCO with track ids (io.coco_video)
     root = dataset.image_root()                     # where the file_names are relative to
     media = dataset.media(dataset.videos[0], root)  # its frame files, or its video file
 
@@ -11,19 +13,33 @@ A dataset JSON holds
   ``JPEGImages`` beside it, or ``<json stem>/JPEGImages`` (the official layout: ``train.json`` +
   ``train/JPEGImages``). A video may name one video file instead (``video_file``, or
   ``file_name``), used when its frame files are not there. ``length`` defaults to the number of
-  ``file_names``, else to the number of per-frame segmentations of its annotations.
+  ``file_names``, else to the number of per-frame segmentations of its annotations. With
+  ``video_frames`` (ascending frame numbers of ``video_file``) the video is those frames of the file
+  only: frame ``i`` of the dataset is frame ``video_frames[i]`` of the file (a CVAT task that starts
+  later or keeps every Nth frame); without it frame ``i`` is the file's frame ``i``.
 - ``annotations`` (optional: test splits have none): one per track, ``{id, video_id, category_id,
   segmentations, areas, iscrowd}`` with one segmentation per frame (RLE, polygons or ``null``).
 - ``categories``: ``{id, name}``.
 
 Ids are integers. Every error is a ``DatasetError`` that names the file and what to fix.
+
+``read`` takes what annotation tools export, by content: CVAT for video 1.1 XML (``.xml``, or text
+that starts with ``<``) goes to ``io.cvat.read_cvat``; a JSON with ``images`` and ``annotations``
+but no per-track ``segmentations`` (COCO, one annotation per object and frame, the track in
+``attributes.track_id``) to ``io.coco_video.read_coco_tracks``; anything else is read as
+YouTube-VIS. Both readers return a YouTube-VIS document whose frames come from the video itself
+(``video_file``, decoded on the fly) or a frame folder (``file_names``); see :class:`SourceVideo`.
+What they had to leave out or assume is in ``Dataset.notes`` (one line each, for the CLI to show).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +70,7 @@ class Video:
     width: int | None = None
     file_names: tuple[str, ...] = ()
     video_file: str | None = None
+    video_frames: tuple[int, ...] = ()  # the file's frames that are this video's (empty: 0..length-1)
 
 
 @dataclass(frozen=True)
@@ -74,10 +91,12 @@ class Annotation:
 
 @dataclass(frozen=True)
 class Media:
-    """Where a video's pixels are: its frame files, or one video file."""
+    """Where a video's pixels are: its frame files, or one video file (``frame_indices``: which of
+    the file's frames are the video's frames 0, 1, ...; empty for all of them in order)."""
 
     frames: tuple[Path, ...] = ()
     file: Path | None = None
+    frame_indices: tuple[int, ...] = ()
 
     @property
     def source(self) -> Path:
@@ -92,6 +111,7 @@ class Dataset:
     videos: tuple[Video, ...]
     annotations: tuple[Annotation, ...]
     categories: tuple[Category, ...]
+    notes: tuple[str, ...] = ()  # what a CVAT or COCO reader did that a user should know (one line each)
 
     def image_root(self, given: str | os.PathLike | None = None) -> Path:
         """The folder the file names are relative to: ``given``, else the first candidate (see the
@@ -123,7 +143,7 @@ class Dataset:
         if video.video_file:
             path = root / video.video_file
             if path.exists():
-                return Media(file=path)
+                return Media(file=path, frame_indices=video.video_frames)
             if not frames:
                 raise DatasetError(f"{self.name}: the video file of video {video.id} is missing: {path}; pass "
                                    f"the folder it is relative to as --image-root.")
@@ -168,10 +188,75 @@ def load_json(source, what: str):
                            f"column {e.colno}.") from None
 
 
-def read(source: dict | str | os.PathLike, what: str = "dataset") -> Dataset:
-    """A YouTube-VIS dataset from its JSON path (or the parsed dict)."""
+def read(source: dict | str | os.PathLike, what: str = "dataset", video: str | os.PathLike | None = None,
+         categories=None, *, name: str | None = None) -> Dataset:
+    """A dataset from a YouTube-VIS JSON path (or the parsed dict), a CVAT for video 1.1 XML or a
+    COCO JSON with track ids (see the module docstring for how the content is told apart).
+
+    ``video``: the video file or frame folder of a CVAT or COCO file (default: the one it names,
+    beside it). ``categories``: ``(id, name)`` pairs (or objects with ``.id`` and ``.name``, e.g.
+    a model's label table) that give a CVAT or COCO file's label names their ids. ``name`` starts
+    the messages (default ``'the {what} (path)'``).
+    """
     path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
-    return parse(load_json(source, what), f"the {what}{where(source)}", path)
+    name = name or f"the {what}{where(source)}"
+    doc, kind = _document(source, what, video, categories)
+    if kind != "ytvis":
+        return replace(parse(doc, name, path), notes=tuple(doc.get("notes", ())))
+    if video is not None or categories is not None:
+        given = "video" if video is not None else "categories"
+        raise DatasetError(f"{name} is a YouTube-VIS dataset: it names its own frames and category ids, so "
+                           f"{given}= (for CVAT XML and COCO files) does not apply; leave it out.")
+    return parse(doc, name, path)
+
+
+def document(source: str | os.PathLike, video: str | os.PathLike | None = None, categories=None) -> tuple[dict, str]:
+    """The YouTube-VIS dataset document of an annotation file of any kind read here, and the kind
+    (``"cvat"``, ``"coco"`` or ``"ytvis"``): what ``videomt import`` writes. CVAT and COCO documents
+    name their frames or video file by absolute path and carry ``notes`` (what the reader assumed)."""
+    doc, kind = _document(source, "annotation", video, categories)
+    if kind == "ytvis":
+        parse(doc, f"the annotation file{where(source)}", Path(source))  # checked, as the others are
+    return doc, kind
+
+
+def _document(source, what: str, video, categories) -> tuple[dict, str]:
+    path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and _looks_like_xml(path):
+        from videomt_cli.io.cvat import read_cvat
+
+        return read_cvat(path, video=video, categories=categories), "cvat"
+    doc = load_json(source, what)
+    if is_coco(doc):
+        from videomt_cli.io.coco_video import coco_document
+
+        return coco_document(doc, path, video=video, categories=categories), "coco"
+    return doc, "ytvis"
+
+
+def _looks_like_xml(path: Path) -> bool:
+    """A ``.xml`` name, or a file whose first non-blank character is ``<`` (a JSON file starts with
+    ``{`` or ``[``). A missing or unreadable file is left to the JSON reader's messages."""
+    if path.suffix.lower() == ".xml":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def is_coco(doc) -> bool:
+    """A COCO-style document: ``images`` and ``annotations`` lists, but no YouTube-VIS per-track
+    ``segmentations`` and no ``videos`` that list their ``file_names``."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
+            not isinstance(doc.get("annotations"), list):
+        return False
+    if any(isinstance(a, dict) and "segmentations" in a for a in doc["annotations"][:50]):
+        return False
+    videos = doc.get("videos")
+    return not (isinstance(videos, list) and any(isinstance(v, dict) and v.get("file_names") for v in videos))
 
 
 def parse(doc, name: str, path: Path | None = None) -> Dataset:
@@ -219,6 +304,11 @@ def _videos(raw: list, name: str) -> dict[int, dict]:
                 not (video_file is None or isinstance(video_file, str)):
             raise DatasetError(f"{name}: video {vid} needs 'file_names' as a list of frame paths (or "
                                "'video_file' as one path).")
+        picked = v.get("video_frames") or []
+        if not isinstance(picked, list) or not all(is_int(i) and i >= 0 for i in picked) or \
+                any(b <= a for a, b in pairwise(picked)):
+            raise DatasetError(f"{name}: video {vid} has 'video_frames' that are not ascending frame numbers "
+                               "of its video_file.")
         size = (v.get("height"), v.get("width"))
         if any(s is not None and not (is_int(s) and s > 0) for s in size):
             raise DatasetError(f"{name}: video {vid} has height {size[0]!r} and width {size[1]!r}; both must be "
@@ -226,10 +316,15 @@ def _videos(raw: list, name: str) -> dict[int, dict]:
         length = v.get("length")
         if length is not None and not (is_int(length) and length >= 0):
             raise DatasetError(f"{name}: video {vid} has length {length!r}; it must be a number of frames.")
-        out[vid] = dict(id=vid, length=int(length) if length is not None else len(names),
+        if length is None:
+            length = len(names) or len(picked)
+        if picked and len(picked) != length:
+            raise DatasetError(f"{name}: video {vid} has {len(picked)} video_frames but length {length}; give one "
+                               "frame number per frame.")
+        out[vid] = dict(id=vid, length=int(length),
                         height=None if size[0] is None else int(size[0]),
                         width=None if size[1] is None else int(size[1]),
-                        file_names=tuple(names), video_file=video_file)
+                        file_names=tuple(names), video_file=video_file, video_frames=tuple(int(i) for i in picked))
     return out
 
 
@@ -329,6 +424,10 @@ def videos(json_path: str | os.PathLike, root: str | os.PathLike | None = None) 
     out = []
     for video in dataset.videos:
         media = dataset.media(video, base)
+        if media.frame_indices:
+            raise DatasetError(f"Video {video.id} is frames {describe_frames(media.frame_indices)} of {media.file}; "
+                               f"videomt segment --dataset runs whole videos: segment the file with --start, --end "
+                               f"and --stride instead.")
         if media.frames:
             folder = media.source
             if any(f.parent != folder for f in media.frames) or \
@@ -338,6 +437,103 @@ def videos(json_path: str | os.PathLike, root: str | os.PathLike | None = None) 
                                    f"video holding exactly its frames.")
         out.append(DatasetVideo(id=video.id, source=media.source, length=video.length))
     return out
+
+
+# ----------------------------------------------------------------------------- videos of CVAT and COCO files
+
+# CVAT names the frames of a task made from a video ``frame_000012.png``: the number is the video's frame.
+_CVAT_FRAME = re.compile(r"frame_(\d{6,})")
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """The video file or frame folder an annotation file (CVAT XML, COCO) annotates, for its readers.
+
+    ``count`` is the number of frames that decode (``io.read.count_frames``) or of images in the
+    folder. In a folder, frame ``n`` is its ``n``-th image in natural order, unless every image is
+    named as CVAT names a video's frames (``frame_000012.png``): then frame ``n`` is the file
+    numbered ``n`` (the ``images/`` folder of a CVAT export, which holds only the task's frames).
+    """
+
+    path: Path  # absolute
+    kind: str  # "video" | "folder"
+    width: int
+    height: int
+    count: int
+    names: tuple[str, ...] = ()  # a folder's images, natural order
+    numbered: bool = False  # a folder of CVAT frame_NNNNNN names
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> SourceVideo:
+        """Probe ``path`` (``VideoError`` when it is missing or unreadable) and count its frames."""
+        from videomt_cli.io.probe import probe  # lazily: PyAV
+        from videomt_cli.io.read import count_frames
+
+        p = Path(path).expanduser().absolute()
+        info = probe(p)
+        if info.kind == "folder":
+            names = tuple(info.file_names)
+            numbered = all(_CVAT_FRAME.fullmatch(Path(n).stem) for n in names)
+            return cls(p, "folder", info.width, info.height, len(names), names, numbered)
+        return cls(p, "video", info.width, info.height, count_frames(info).num_frames)
+
+    @property
+    def last_frame(self) -> int:
+        """The highest frame number there is (-1 for none)."""
+        return max(self._by_number, default=-1) if self.numbered else self.count - 1
+
+    def has(self, frame: int) -> bool:
+        if self.numbered:
+            return frame in self._by_number
+        return 0 <= frame < self.count
+
+    def lacks(self, frame: int) -> str:
+        """How to say that ``frame`` is not there: '<path> has 100 frames' (or, for a CVAT-named
+        folder, '<path> has no frame_000120 image')."""
+        if self.numbered:
+            return f"{self.path} has no frame_{frame:06d} image"
+        return f"{self.path} has {self.count} frames"
+
+    def file_of(self, name: str) -> int | None:
+        """The frame a file name (any folder part dropped) is in a folder, or None."""
+        base = Path(name).name
+        if self.numbered:
+            m = _CVAT_FRAME.fullmatch(Path(base).stem)
+            return int(m.group(1)) if m and base in self.names else None
+        return self._positions.get(base)
+
+    def entry(self, frames: list[int]) -> dict:
+        """The ``videos`` fields of the dataset video made of these frames (ascending, all present):
+        ``file_names`` (absolute) for a folder; ``video_file`` (absolute), with ``video_frames``
+        unless the frames are 0, 1, ..., n-1, for a video file."""
+        out = {"height": self.height, "width": self.width, "length": len(frames)}
+        if self.kind == "folder":
+            lookup = self._by_number if self.numbered else dict(enumerate(self.names))
+            out["file_names"] = [str(self.path / lookup[f]) for f in frames]
+        else:
+            out["video_file"] = str(self.path)
+            if list(frames) != list(range(len(frames))):
+                out["video_frames"] = [int(f) for f in frames]
+        return out
+
+    @cached_property
+    def _by_number(self) -> dict[int, str]:
+        return {int(_CVAT_FRAME.fullmatch(Path(n).stem).group(1)): n for n in self.names}
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+
+def describe_frames(frames) -> str:
+    """Ascending frame numbers in a few words: '100..400, step 5', '3..9', or '2, 5, 7, ... (40 in all)'."""
+    frames = list(frames)
+    if len(frames) > 1:
+        steps = {b - a for a, b in pairwise(frames)}
+        if len(steps) == 1:
+            step = steps.pop()
+            return f"{frames[0]}..{frames[-1]}" + (f", step {step}" if step > 1 else "")
+    return format_ids(frames)
 
 
 # ----------------------------------------------------------------------------- small helpers

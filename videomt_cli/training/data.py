@@ -71,7 +71,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        data = ytvis.read(cfg.data)
+        data = ytvis.read(cfg.data, video=cfg.video)
         cats = sorted(data.categories, key=lambda c: c.id)
         self.category_ids = [c.id for c in cats]
         self.labels = [c.name for c in cats]
@@ -207,10 +207,12 @@ def read_clip(video: TrainVideo, indices: list[int]) -> list[np.ndarray]:
     from videomt_cli.io.read import read_frames  # lazily: PyAV
 
     wanted = set(indices)
+    picked = video.media.frame_indices  # the file's frames that are the video's (empty: all, in order)
+    in_file = {(picked[i] if picked else i): i for i in wanted}
     out = {}
-    for frame in read_frames(video.media.file, start=min(indices), end=max(indices) + 1, count_rest=False):
-        if frame.index in wanted:
-            out[frame.index] = frame.image
+    for frame in read_frames(video.media.file, start=min(in_file), end=max(in_file) + 1, count_rest=False):
+        if frame.index in in_file:
+            out[in_file[frame.index]] = frame.image
     missing = sorted(wanted - set(out))
     if missing:
         raise DatasetError(f"frame {missing[0]} of video {video.id} could not be decoded from {video.media.file}.")

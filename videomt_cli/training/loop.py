@@ -84,10 +84,11 @@ class TrainConfig:
     VidEoMT YouTube-VIS recipe (see the docstrings of this module, ``data`` and ``optim``), except
     ``init`` and ``save_every``."""
 
-    data: str  # a YouTube-VIS-format annotation JSON
+    data: str  # a YouTube-VIS dataset JSON, a CVAT for video 1.1 XML or a COCO JSON with track ids
     output: str  # folder for checkpoints
     init: str = "small"  # a preset name (from scratch) or any checkpoint checkpoint.load_model reads
     image_root: str | None = None  # where file_names are relative to (default: found next to the JSON)
+    video: str | None = None  # a CVAT/COCO file's video file or frame folder (default: the one it names)
     # optimisation
     steps: int = OFFICIAL_STEPS
     batch_size: int = 8
@@ -163,7 +164,8 @@ class TrainConfig:
 
 
 # Options that may change when resuming; every other one must match the interrupted run.
-_RESUME_FREE = {"output", "resume", "save_every", "num_workers", "device", "steps", "image_root", "precision"}
+_RESUME_FREE = {"output", "resume", "save_every", "num_workers", "device", "steps", "image_root", "precision",
+                "video"}
 
 
 # ----------------------------------------------------------------------------- model
