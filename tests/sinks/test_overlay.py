@@ -179,7 +179,7 @@ def test_overlay_sink_holds_one_video_and_checks_options(tmp_path):
         OverlaySink(tmp_path / "ov.gif")
     with pytest.raises(InputError, match="alpha"):
         OverlaySink(tmp_path / "ov.mp4", alpha=1.5)
-    assert set(VIDEO_SUFFIXES) == {".mp4", ".mov", ".mkv", ".webm"}
+    assert set(VIDEO_SUFFIXES) == {".mp4", ".mov", ".mkv", ".webm", ".ts"}
     with OverlaySink(tmp_path / "ov.mkv") as sink:
         sink.add(r)
     assert sink.count == 1 and len(list(read_frames(tmp_path / "ov.mkv"))) == 3

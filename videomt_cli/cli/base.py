@@ -6,7 +6,10 @@ Signals: Ctrl-C (SIGINT), SIGTERM and SIGHUP all unwind the same way, as an :cla
 (a ``KeyboardInterrupt``) raised in the main thread, so every ``with`` block removes its
 temporary output; the run then ends with one line ("Interrupted.", "Terminated.", "Hangup.")
 and exit code 128 + the signal's number (130, 143, 129). Whatever exception surfaces after a
-signal (C code can turn the interrupt into another one) is reported as that signal.
+signal (C code can turn the interrupt into another one) is reported as that signal. A live run
+(``segment`` on a stream, or to JSON lines) is softer: its first signal only ends the stream, what
+has arrived is processed and every output committed, then the same line and exit code; a second
+signal unwinds as above.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ if hasattr(signal, "SIGHUP"):
 class Signals:
     """The one place signals become a clean unwind (installed by :func:`main`).
 
-    The first signal raises :class:`Interrupted` in the main thread. Another one during the
+    The first signal raises :class:`Interrupted` in the main thread (in a live run's
+    :meth:`soft` mode it ends the stream instead). Another one during the
     unwind is ignored, so the cleanup finishes (unless the unwind takes more than 2 seconds, or
     the first was swallowed: then it raises again). A swallowed one (by C code, or by a callback
     that cannot raise, where Python would print "Exception ignored") is raised again by
@@ -72,12 +76,13 @@ class Signals:
     at = 0.0
     deferring = False
     finished = False
+    soft_stop = None  # a live run's stop(signum): see soft()
 
     installed: list[int] = []
 
     @classmethod
     def install(cls) -> None:
-        cls.received, cls.at, cls.deferring, cls.finished = None, 0.0, False, False
+        cls.received, cls.at, cls.deferring, cls.finished, cls.soft_stop = None, 0.0, False, False, None
         cls.installed = []
         if sys.unraisablehook != cls._unraisable:
             cls._next_hook = sys.unraisablehook
@@ -123,17 +128,37 @@ class Signals:
             return
         if cls.received is None:
             cls.received, cls.at = signum, now
+            if cls.soft_stop is not None:
+                cls.soft_stop(signum)  # a live run: the stream ends as at its end, no exception
+                return
             if not cls.deferring:
                 raise Interrupted(signum)
+        elif cls.soft_stop is not None and not cls.deferring:
+            cls.soft_stop, cls.at = None, now  # the second signal of a live run aborts, as outside one
+            raise Interrupted(cls.received)
         elif not cls.deferring and now - cls.at > 2.0:
             cls.at = now
             raise Interrupted(cls.received)
 
     @classmethod
     def check(cls) -> None:
-        """Raise the signal received (one that C code swallowed, or one deferred) now."""
-        if cls.received is not None and not cls.finished:
+        """Raise the signal received (one that C code swallowed, or one deferred) now (not in a
+        live run's soft mode, where the first signal ends the stream instead)."""
+        if cls.received is not None and not cls.finished and cls.soft_stop is None:
             raise Interrupted(cls.received)
+
+    @classmethod
+    @contextmanager
+    def soft(cls, stop):
+        """A live run's soft mode: the first signal calls ``stop(signum)`` and returns, so the
+        stream ends as at its end, what has arrived is processed and every output is committed;
+        the command then exits 128 + the signal's number (see :func:`exit_if_signalled`). A
+        second signal unwinds at once, as outside soft mode."""
+        cls.soft_stop = stop
+        try:
+            yield
+        finally:
+            cls.soft_stop = None
 
     @classmethod
     @contextmanager
@@ -143,6 +168,13 @@ class Signals:
             yield
         finally:
             cls.deferring = False
+
+
+def exit_if_signalled() -> None:
+    """After a soft-stopped live run has committed its outputs: exit as the signal says (its one
+    line, 130 / 143 / 129)."""
+    if Signals.received is not None and not Signals.finished:
+        raise typer.Exit(128 + int(Signals.received))
 
 
 def commit(sink) -> None:
@@ -178,11 +210,15 @@ def say(*args, **kwargs) -> None:
 
 
 def wrote(path, details: str = "") -> None:
-    """The final line of a command that writes something: the bare path under --quiet (for scripts)."""
+    """The final line of a command that writes something: the bare path under --quiet (for scripts).
+    Output to stdout (``-o -``): the line goes to stderr, after the data, and not under --quiet."""
+    console = err if str(path) == "-" else out
     if State.quiet:
-        out.print(escape(str(path)), soft_wrap=True, highlight=False)
+        if console is out:
+            out.print(escape(str(path)), soft_wrap=True, highlight=False)
     else:
-        out.print(f"[green]Wrote[/green] {escape(str(path))}{escape(details)}", soft_wrap=True)
+        console.print(f"[green]Wrote[/green] {escape('stdout' if console is err else str(path))}{escape(details)}",
+                      soft_wrap=True)
 
 
 def warn(message: str) -> None:

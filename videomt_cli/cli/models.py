@@ -86,17 +86,27 @@ def verify(
 
 
 @app.command(epilog="Example: videomt info input.mp4")
-def info(path: str = typer.Argument(..., help="A video file or a folder of frame images.")) -> None:
-    """Print what a video holds: size, frames, frame rate, duration, codec, rotation, audio."""
+def info(path: str = typer.Argument(..., help="A video file, a folder of frame images, or a live source "
+                                    "(a stream URL, /dev/video0, - for stdin)."),
+         timeout: float = typer.Option(10.0, "--timeout", min=0.1, max=3600.0, help="Live sources: seconds to "
+                                       "wait for the stream to answer.")) -> None:
+    """Print what a video holds: size, frames, frame rate, duration, codec, rotation, audio.
+
+    A live source is opened and its first frame decoded: its length is unknown (it is not read to
+    the end), the rest is what the stream announces."""
     from rich.text import Text
 
+    from videomt_cli.io.live import is_live, live_info_lines
     from videomt_cli.io.probe import info_lines, probe
     from videomt_cli.io.read import count_frames
 
-    details = probe(path)
-    # The frame count every command agrees on is what decodes, not the header's: decode the whole
-    # video without RGB conversion (about 2-5 s per 1000 frames of 720p-1080p H.264 here).
-    rows = info_lines(details, count_frames(details))
+    if is_live(path):
+        rows = live_info_lines(path, timeout)
+    else:
+        details = probe(path)
+        # The frame count every command agrees on is what decodes, not the header's: decode the whole
+        # video without RGB conversion (about 2-5 s per 1000 frames of 720p-1080p H.264 here).
+        rows = info_lines(details, count_frames(details))
     width = max(len(key) for key, _ in rows)
     # Plain lines, not a table: a table cuts or folds a long path to the terminal's width (80
     # columns when piped); a path must stay whole and copyable.

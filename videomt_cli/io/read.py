@@ -68,12 +68,14 @@ class Frame:
     pts: the source timestamp in ``VideoInfo.time_base`` units (what ``VideoWriter.write`` takes;
         from the nominal rate for a frame that has none).
     image: (H, W, 3) uint8 RGB, displayed orientation, C-contiguous.
+    arrival: ``time.monotonic()`` when a live source received it (``io.live``), else None.
     """
 
     index: int
     time: float
     pts: int | None
     image: np.ndarray
+    arrival: float | None = None
 
 
 class Reader:
@@ -97,6 +99,9 @@ class Reader:
 
     def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def done(self, frames: list[Frame]) -> None:
+        """The results of ``frames`` are out (a live reader times them from their arrival)."""
 
     def _record(self, pts: int, time: float) -> None:
         self._pts.append(pts)

@@ -1,9 +1,13 @@
-"""Writing video: the atomic :class:`VideoWriter` overlays are encoded with. No torch."""
+"""Writing video: the atomic :class:`VideoWriter` overlays are encoded with, and the
+:class:`LiveVideoWriter` of live overlays (in place or to a network target, playable at any
+moment). No torch."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +20,8 @@ from videomt_cli.io.probe import IMAGE_FOLDER_FPS, _ffmpeg_reason
 from videomt_cli.records import VideoInfo
 
 # Output suffix -> default encoder. H.264 plays everywhere; webm only takes VP8/VP9/AV1.
-_WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+_WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9",
+                 ".ts": "libx264"}
 _MAX_TIME_BASE_DEN = 10_000_000  # a finer common clock than this: keep the source's time base
 
 
@@ -30,7 +35,7 @@ class VideoWriter:
 
     ``with VideoWriter(path, info, audio_from=info.path) as w: w.write(rgb, pts)``
 
-    - Encoder: libx264 (``crf``, ``preset``) for .mp4/.mov/.m4v/.mkv, libvpx-vp9 for .webm.
+    - Encoder: libx264 (``crf``, ``preset``) for .mp4/.mov/.m4v/.mkv/.ts, libvpx-vp9 for .webm.
     - Size: the frames' size exactly. H.264 in yuv420p needs even sizes, so an odd width or height
       is encoded as yuv444p (High 4:4:4 profile: the same size and frame count, but some players,
       browsers and QuickTime among them, do not play it; a warning says so). ``pad_odd=True``
@@ -75,7 +80,7 @@ class VideoWriter:
         self.info = info
         suffix = self.path.suffix.lower()
         if suffix not in _WRITE_CODECS:
-            raise VideoError(f"cannot write a video named {self.path.name}: use .mp4, .mov, .mkv or .webm.")
+            raise VideoError(f"cannot write a video named {self.path.name}: use .mp4, .mov, .mkv, .webm or .ts.")
         self.codec = codec or _WRITE_CODECS[suffix]
         self.crf = crf
         self.preset = preset
@@ -419,3 +424,179 @@ class BackgroundWriter:
         join(self._thread, on_interrupt=lambda: setattr(self, "_dropping", True))
         if exc_type is None and self._error is not None:
             raise self._error
+
+
+# ----------------------------------------------------------------------------- live
+
+
+LIVE_FILE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".ts": "mpegts"}
+LIVE_URL_SCHEMES = ("udp", "tcp", "srt")  # MPEG-TS over the network
+_FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
+
+
+def live_target_format(target: str) -> str:
+    """The container a live video goes into: MPEG-TS for ``-`` (stdout), ``.ts`` and network URLs,
+    fragmented MP4 / MOV for ``.mp4`` ``.m4v`` ``.mov``; anything else is an ``InputError``."""
+    if target == "-":
+        return "mpegts"
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", target)
+    if m:
+        if m.group(1).lower() not in LIVE_URL_SCHEMES:
+            schemes = ", ".join(s + "://" for s in LIVE_URL_SCHEMES)
+            raise InputError(f"a live overlay goes to a file (.mp4, .mov, .ts), - (stdout) or a {schemes} target "
+                             f"(MPEG-TS), not {m.group(1)}://.")
+        return "mpegts"
+    suffix = Path(target).suffix.lower()
+    if suffix not in LIVE_FILE_FORMATS:
+        raise InputError(f"a live overlay is written as fragmented MP4 (.mp4, .m4v, .mov) or MPEG-TS (.ts), which "
+                         f"play at any moment; got {target}.")
+    return LIVE_FILE_FORMATS[suffix]
+
+
+class LiveVideoWriter:
+    """Encode RGB frames as they come into a video that plays at any moment, also after a kill.
+
+    ``with LiveVideoWriter(target, info) as w: w.write(rgb, pts)``
+
+    - Targets (``live_target_format``): a file written in place (no temporary: it must be playable
+      while it grows): fragmented MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``) or
+      MPEG-TS; ``udp://``, ``tcp://`` or ``srt://`` (MPEG-TS; PyAV's FFmpeg has no SRT, and the
+      error says so); ``-`` MPEG-TS to stdout. Packets are flushed as they are muxed.
+    - H.264 yuv420p (what every player of a live stream takes; an odd size is padded by one
+      replicated row/column), x264 ``veryfast`` with ``tune=zerolatency`` (no frame waits in the
+      encoder), a keyframe every ``keyint`` seconds: a fragment each, so a kill loses at most that.
+    - Timing: each frame's ``pts`` in ``info.time_base`` (made increasing when it is not), so gaps
+      (dropped frames) show as the previous picture held.
+    - ``abort()`` closes the container as ``close()`` does, without flushing the encoder: what was
+      written stays playable. Write errors are one :class:`OutputError` (the cause, the target).
+    """
+
+    def __init__(self, target: str, info: VideoInfo, crf: int = 23, preset: str = "veryfast",
+                 keyint: float = 1.0, overwrite: bool = True) -> None:
+        self.target = str(target)
+        self.format = live_target_format(self.target)
+        self.info = info
+        self.crf, self.preset, self.overwrite = crf, preset, overwrite
+        self.fps = Fraction(info.fps) if info.fps else IMAGE_FOLDER_FPS
+        self.time_base = Fraction(info.time_base) if info.time_base else 1 / self.fps
+        self.gop = max(1, round(float(self.fps) * keyint))
+        self.width, self.height = info.width + info.width % 2, info.height + info.height % 2
+        self.frames_written = 0
+        self.broken = False  # stdout's reader went away: nothing more is written
+        self._is_file = False
+        self._out = None
+        self._stream = None
+        self._last_pts: int | None = None
+
+    def __enter__(self) -> "LiveVideoWriter":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _where(self) -> str:
+        return "stdout" if self.target == "-" else self.target
+
+    def open(self) -> None:
+        url = "pipe:1" if self.target == "-" else self.target
+        options = {"flush_packets": "1"}
+        if self.format in ("mp4", "mov"):
+            options["movflags"] = _FRAGMENTED
+        if url.lower().startswith("udp://") and "pkt_size" not in url:
+            url += ("&" if "?" in url else "?") + "pkt_size=1316"  # 7 TS packets: a datagram under the usual MTU
+        is_file = self._is_file = not (self.target == "-" or "://" in self.target)
+        if is_file:
+            folder = Path(self.target).parent
+            if not folder.is_dir():
+                raise VideoError(f"folder {folder} does not exist: create it or choose another output path.")
+            if Path(self.target).exists() and not self.overwrite:
+                raise OutputError(f"{self.target} already exists; use --overwrite to replace it.")
+        try:
+            self._out = av.open(url, "w", format=self.format, options=options)
+        except av.error.ProtocolNotFoundError:
+            scheme = url.split("://", 1)[0]
+            raise OutputError(f"this FFmpeg build (PyAV's) cannot send {scheme}:// streams: write MPEG-TS to stdout "
+                              f"and send it with the ffmpeg program: -o - --format overlay | ffmpeg -i - -c copy -f "
+                              f"mpegts '{url}'.") from None
+        except OSError as e:  # av.error.OSError too: refused, unreachable, a full disk, read-only
+            if is_file:
+                raise output_error(e, self.target) from None
+            raise OutputError(f"Cannot send the overlay to {self._where()} ({_ffmpeg_reason(e)}): check the address "
+                              f"and that the receiver listens.") from None
+        except av.FFmpegError as e:
+            raise OutputError(f"Cannot write {self._where()} ({_ffmpeg_reason(e)}).") from None
+        try:
+            stream = self._out.add_stream("libx264", rate=self.fps)
+            stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+            stream.codec_context.time_base = self.time_base
+            stream.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency", "g": str(self.gop),
+                              "bf": "0"}
+            self._stream = stream
+            self._out.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as e:
+            self.abort()
+            raise OutputError(f"Cannot start writing {self._where()} ({_ffmpeg_reason(e)}).") from None
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame at ``pts`` (``info.time_base`` units)."""
+        if self.broken:
+            return
+        if self._out is None:
+            raise VideoError("LiveVideoWriter.write called outside its with-block (or after close).")
+        image = np.asarray(image)
+        if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
+            raise InputError(f"frame must be ({self.info.height}, {self.info.width}, 3) uint8 RGB, got {image.shape} "
+                             f"{image.dtype}.")
+        if (self.width, self.height) != (self.info.width, self.info.height):
+            image = np.pad(image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)),
+                           mode="edge")
+        step = max(1, round(1 / (self.fps * self.time_base)))
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + step
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = int(pts), self.time_base
+        self._last_pts = int(pts)
+        try:
+            for packet in self._stream.encode(frame):
+                self._out.mux(packet)
+        except (av.FFmpegError, OSError) as e:
+            if self.target == "-" and isinstance(e, OSError) and e.errno == errno.EPIPE:
+                self.broken = True  # `| ffplay -` closed: the reader has what it wanted
+                self.abort()
+                return
+            raise self._failed(e) from None
+        self.frames_written += 1
+
+    def _failed(self, err: Exception) -> OutputError:
+        self.abort()
+        if isinstance(err, OSError) and err.errno and self._is_file:
+            return output_error(err, self.target)
+        return OutputError(f"Cannot write {self._where()}: FFmpeg failed to encode or send the video "
+                           f"({_ffmpeg_reason(err)}).")
+
+    def close(self) -> None:
+        """Flush the encoder and finish the container."""
+        if self._out is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+            out, self._out = self._out, None
+            out.close()
+        except (av.FFmpegError, OSError) as e:
+            raise self._failed(e) from None
+
+    def abort(self) -> None:
+        """Finish the container without flushing the encoder; never raises (what was written stays)."""
+        out, self._out = self._out, None
+        if out is not None:
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001 - a full disk or a closed pipe: the file keeps what it had
+                pass

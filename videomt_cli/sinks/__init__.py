@@ -16,6 +16,10 @@ from pathlib import Path
 from videomt_cli.errors import InputError
 from videomt_cli.sinks.base import Sink, frame_file_names, video_name
 from videomt_cli.sinks.coco import CocoSink
+from videomt_cli.sinks.cvat import CvatSink
+from videomt_cli.sinks.jsonl import JsonlSink
+from videomt_cli.sinks.labelstudio import LabelStudioSink
+from videomt_cli.sinks.live_overlay import LiveOverlaySink
 from videomt_cli.sinks.mot import MotSink, MotsSink
 from videomt_cli.sinks.overlay import VIDEO_SUFFIXES, OverlaySink, draw_overlay, track_color, write_overlay
 from videomt_cli.sinks.png import PngSink
@@ -29,6 +33,9 @@ FORMATS: dict[str, type[Sink]] = {
     "overlay": OverlaySink,
     "mot": MotSink,
     "mots": MotsSink,
+    "cvat": CvatSink,
+    "labelstudio": LabelStudioSink,
+    "jsonl": JsonlSink,
 }
 
 
@@ -40,6 +47,8 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
             raise InputError(f"Unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}.")
         return key
     text = os.fspath(path)
+    if text == "-":
+        return "jsonl"  # stdout: per-frame lines as they happen
     suffix = Path(text).suffix.lower()
     if text.endswith(("/", os.sep)) or suffix == "":
         return "png"
@@ -49,21 +58,26 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
         return "overlay"
     if suffix == ".txt":
         return "mot"
-    raise InputError(f"Cannot tell the output format of {text!r} from its suffix; use .json, .txt, a folder, "
-                     f"or one of {', '.join(VIDEO_SUFFIXES)}, or pass --format ({', '.join(FORMATS)}).")
+    if suffix == ".xml":
+        return "cvat"
+    if suffix == ".jsonl":
+        return "jsonl"
+    raise InputError(f"Cannot tell the output format of {text!r} from its suffix; use .json, .txt, .xml, .jsonl, "
+                     f"a folder, or one of {', '.join(VIDEO_SUFFIXES)}, or pass --format ({', '.join(FORMATS)}).")
 
 
 def open_sink(path: str | os.PathLike, fmt: str | None = None, overwrite: bool = False, **options) -> Sink:
     """A sink for ``path``: by ``fmt`` (a ``--format`` name) or by the path's suffix (``.json`` ->
     ytvis, ``.txt`` -> MOT, no suffix or a trailing ``/`` -> png folder, ``.mp4``/``.mov``/``.mkv``/
-    ``.webm`` -> overlay; MOTS by ``fmt="mots"``). ``options`` go to the sink (``alpha``, ``progress``, ``color_by`` for overlays;
-    ``subfolders`` for png). Checks the destination now (exists without ``overwrite`` ->
-    ``OutputError``); the output appears when the ``with`` block exits cleanly."""
+    ``.webm`` -> overlay, ``.jsonl`` and ``-`` (stdout) -> JSON lines; MOTS by ``fmt="mots"``).
+    ``options`` go to the sink (``alpha``, ``progress``, ``color_by`` for overlays; ``subfolders`` for
+    png). Checks the destination now (exists without ``overwrite`` -> ``OutputError``); the output
+    appears when the ``with`` block exits cleanly."""
     key = format_for(path, fmt)
     return FORMATS[key](path, overwrite=overwrite, **options)
 
 
-__all__ = ["Sink", "YtvisResultsSink", "YtvisDatasetSink", "CocoSink", "PngSink", "OverlaySink", "MotSink",
-           "MotsSink", "FORMATS",
+__all__ = ["Sink", "YtvisResultsSink", "YtvisDatasetSink", "CocoSink", "CvatSink", "LabelStudioSink", "PngSink", "OverlaySink", "MotSink",
+           "MotsSink", "JsonlSink", "LiveOverlaySink", "FORMATS",
            "open_sink", "format_for", "draw_overlay", "write_overlay", "read_results", "track_color",
            "frame_file_names", "video_name", "VIDEO_SUFFIXES"]

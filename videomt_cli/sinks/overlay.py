@@ -21,7 +21,7 @@ from videomt_cli.modeling.labels import palette_color
 from videomt_cli.records import Category, Segment, VideoResult
 from videomt_cli.sinks.base import Sink
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".ts")
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:

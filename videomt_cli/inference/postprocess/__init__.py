@@ -36,7 +36,7 @@ from videomt_cli.records import TASKS, Category
 def make_accumulator(task: str, categories: list[Category], geometry, *, max_num: int = 10,
                      score_threshold: float = 0.0, class_ids: set[int] | None = None,
                      object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8,
-                     memory_budget: int = DEFAULT_BUDGET, online: bool = False) -> Accumulator:
+                     memory_budget: int = DEFAULT_BUDGET, online: bool = False, keep_masks: bool = True) -> Accumulator:
     """The accumulator for ``task`` ("instance" | "panoptic" | "semantic") and a video's geometry.
 
     max_num: instance top-k over (query, class) pairs (10 YouTube-VIS, 20 OVIS).
@@ -44,8 +44,10 @@ def make_accumulator(task: str, categories: list[Category], geometry, *, max_num
     object_mask_threshold, overlap_threshold: panoptic query filter and area-ratio filter.
     memory_budget: bytes of device memory a batched upsampling step may use.
     online: also return each frame's online selection from ``add``.
+    keep_masks: False keeps no masks for a video-level result (online selections only).
     """
-    common = dict(score_threshold=score_threshold, class_ids=class_ids, memory_budget=memory_budget, online=online)
+    common = dict(score_threshold=score_threshold, class_ids=class_ids, memory_budget=memory_budget, online=online,
+                  keep_masks=keep_masks)
     if task == "instance":
         return InstanceAccumulator(categories, geometry, max_num=max_num, **common)
     if task == "panoptic":

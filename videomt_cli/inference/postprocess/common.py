@@ -96,7 +96,8 @@ class Accumulator:
     passes = 1
 
     def __init__(self, categories: list[Category], geometry: Geometry, *, score_threshold: float = 0.0,
-                 class_ids: set[int] | None = None, memory_budget: int = DEFAULT_BUDGET, online: bool = False) -> None:
+                 class_ids: set[int] | None = None, memory_budget: int = DEFAULT_BUDGET, online: bool = False,
+                 keep_masks: bool = True) -> None:
         if not categories:
             raise InputError("categories must list the model's classes in class-head order.")
         if not isinstance(geometry, Geometry):
@@ -108,6 +109,8 @@ class Accumulator:
         self.class_ids = None if class_ids is None else {int(c) for c in class_ids}
         self.memory_budget = int(memory_budget)
         self.online = bool(online)
+        # False: online selections only, no video-level result: an endless stream must not fill the disk
+        self.keep_masks = bool(keep_masks)
         self.store: SpillStore | None = SpillStore()
         self._empty: RLE | None = None
 

@@ -42,8 +42,9 @@ class InstanceAccumulator(Accumulator):
         means = self.logits.add(frame_indices, class_logits)
         out = []
         for f, found, mean in zip(frame_indices, self.frame_rles(mask_logits.detach()), means):
-            keys = sorted(found)
-            self.store.write(f, keys, [found[k] for k in keys])
+            if self.keep_masks:
+                keys = sorted(found)
+                self.store.write(f, keys, [found[k] for k in keys])
             if self.online:
                 picks = self.select(mean)
                 rles = [{"size": list(self.geometry.original), "counts": found[q]} if q in found
