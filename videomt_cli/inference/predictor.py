@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -141,11 +142,18 @@ class Predictor:
             progress: Progress | None = None) -> VideoResult:
         """The video-level result of one source (as :meth:`stream` takes), exactly as the official
         evaluation computes it. Close it (or use ``with``) when written."""
-        stream = Stream(self, source, Window.of(start, end, stride), self._class_ids(classes), fps, video_id,
-                        final=True, online=False, progress=progress)
+        stream = self.prepare_run(source, start=start, end=end, stride=stride, classes=classes, fps=fps,
+                                  video_id=video_id, progress=progress)
         for _ in stream:
             pass
         return stream.result
+
+    def prepare_run(self, source, *, start=None, end=None, stride: int = 1, classes=None, fps=None,
+                    video_id: int = 1, progress: Progress | None = None) -> "Stream":
+        """The :class:`Stream` that :meth:`run` drives (video-level result, no online selections):
+        for drivers that make the network calls themselves (``lockstep``)."""
+        return Stream(self, source, Window.of(start, end, stride), self._class_ids(classes), fps, video_id,
+                      final=True, online=False, progress=progress)
 
     def _class_ids(self, classes) -> set[int] | None:
         if classes is None:
@@ -158,9 +166,11 @@ class Predictor:
     def geometry(self, height: int, width: int) -> preprocess.Geometry:
         return preprocess.compute_geometry(height, width, self.min_size, self.max_size)
 
-    def accumulator(self, geometry, class_ids=None, online: bool = False) -> postprocess.Accumulator:
+    def accumulator(self, geometry, class_ids=None, online: bool = False,
+                    keep_masks: bool = True) -> postprocess.Accumulator:
         return postprocess.make_accumulator(self.task, list(self.categories), geometry, max_num=self.max_num,
-                                            score_threshold=self.score_threshold, class_ids=class_ids, online=online)
+                                            score_threshold=self.score_threshold, class_ids=class_ids, online=online,
+                                            keep_masks=keep_masks)
 
     def prepared(self, frames: Iterable[Frame], geometry) -> Iterator[tuple[Frame, np.ndarray]]:
         """(frame, network-ready uint8 image): the host part of preprocessing, run where it is
@@ -172,9 +182,23 @@ class Predictor:
     def forward(self, images: list[np.ndarray], geometry, state):
         """Prepared uint8 frames of one video -> (class logits (T, Q, K+1), mask logits (T, Q, h4, w4))
         in float32, and the new state."""
-        pixels = preprocess.preprocess(np.stack(images), geometry, device=self.device, dtype=self.dtype)
-        outputs, state = self.model(pixels.unsqueeze(0), state)
-        return outputs.class_logits[0].float(), outputs.mask_logits[0].float(), state
+        return self.forward_batch([ChunkRequest(images, geometry, state)])[0]
+
+    @torch.inference_mode()
+    def forward_batch(self, requests: list["ChunkRequest"]) -> list[tuple]:
+        """Chunks of B videos in one network call -> one (class logits, mask logits, state) each, as
+        :meth:`forward` gives. They must share the padded size, the frame count and whether a
+        state is carried (None: all at a pass's start)."""
+        first = requests[0]
+        if any(r.geometry.padded != first.geometry.padded or len(r.images) != len(first.images)
+               or (r.state is None) != (first.state is None) for r in requests):
+            raise InputError("forward_batch takes chunks of one padded size and length, all with a state or none.")
+        pixels = torch.stack([preprocess.preprocess(np.stack(r.images), r.geometry, device=self.device,
+                                                    dtype=self.dtype) for r in requests])
+        state = None if first.state is None else torch.cat([r.state for r in requests])
+        outputs, state = self.model(pixels, state)
+        return [(outputs.class_logits[b].float(), outputs.mask_logits[b].float(), state[b:b + 1])
+                for b in range(len(requests))]
 
 
 class Stream:
@@ -217,22 +241,45 @@ class Stream:
         self._run.close()
 
     def _frames(self) -> Iterator[FrameResult]:
+        """Drive :meth:`steps` alone: each chunk through the network as it comes."""
+        steps = self.steps()
+        try:
+            item = next(steps)
+            while True:
+                if isinstance(item, ChunkRequest):
+                    item = steps.send(self.predictor.forward(item.images, item.geometry, item.state))
+                else:
+                    yield item
+                    item = next(steps)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
+
+    def steps(self) -> Iterator["ChunkRequest | FrameResult"]:
+        """The video through the engine, with the network call left to the caller: yields a
+        :class:`ChunkRequest` per chunk, to be answered by ``send((class_logits, mask_logits,
+        state))`` (what :meth:`Predictor.forward` returns), and the chunk's FrameResults after it.
+        ``result`` is set when it ends. ``Stream`` answers each request itself; ``lockstep``
+        answers the requests of several videos with one batched call."""
         p = self.predictor
         info = self.info
         geometry = p.geometry(info.height, info.width)
         total = self.window.expected(info.num_frames, info.fps)
-        acc = p.accumulator(geometry, self.class_ids, online=self.online)
+        acc = p.accumulator(geometry, self.class_ids, online=self.online, keep_masks=self.final)
         processed: list[int] = []
         passes = acc.passes if self.final else 1
         with acc:  # the spill file goes on every exit (errors, Ctrl-C, an abandoned stream)
             for pass_index in range(passes):
                 reader = self.source.frames(self.window)
                 state, done = None, 0
-                with read_ahead(p.prepared(reader, geometry), p.read_ahead) as queue:
-                    for chunk in _chunks(queue, p.chunk_size):
-                        class_logits, mask_logits, state = p.forward([image for _, image in chunk], geometry, state)
+                with _prepared_chunks(p, reader, geometry) as chunks:
+                    for chunk in chunks:
+                        class_logits, mask_logits, state = yield ChunkRequest([image for _, image in chunk],
+                                                                              geometry, state)
                         frames = [f for f, _ in chunk]
                         online = acc.add(pass_index, [f.index for f in frames], class_logits, mask_logits)
+                        reader.done(frames)
                         if pass_index == 0:
                             processed.extend(f.index for f in frames)
                         done += len(chunk)
@@ -257,6 +304,16 @@ class Stream:
             warnings=info.warnings + (timeline.warnings if timeline is not None else ()))
 
 
+@dataclass(frozen=True)
+class ChunkRequest:
+    """A chunk of one video waiting for the network: prepared uint8 frames (H', W', 3), the
+    video's geometry, and its query state (None at the start of a pass)."""
+
+    images: list[np.ndarray]
+    geometry: preprocess.Geometry
+    state: torch.Tensor | None
+
+
 def _frame_result(frame: Frame, selection: postprocess.Online, size: tuple[int, int]) -> FrameResult:
     boxes = mask_ops.bboxes(selection.rles).astype(np.float32)
     boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
@@ -265,6 +322,25 @@ def _frame_result(frame: Frame, selection: postprocess.Online, size: tuple[int, 
                        class_ids=np.asarray(selection.category_ids, dtype=np.int64),
                        scores=np.asarray(selection.scores, dtype=np.float32), boxes=boxes.reshape(-1, 4),
                        rles=tuple(selection.rles), image=frame.image)
+
+
+@contextmanager
+def _prepared_chunks(p: Predictor, reader, geometry) -> Iterator[Iterator[list]]:
+    """Chunks of (frame, network-ready image). Files, folders and arrays are decoded and resized
+    ahead in the read-ahead thread, and a chunk waits for ``chunk_size`` frames. A live reader
+    (``io.live``) buffers in its own thread, where it drops frames when asked to keep up: a
+    read-ahead queue would hold frames it can no longer drop. Its chunks are what waits, up to
+    ``chunk_size`` frames, resized here: a frame never waits for later ones to arrive."""
+    live = getattr(reader, "chunks", None)
+    if live is None:
+        with read_ahead(p.prepared(reader, geometry), p.read_ahead) as queue:
+            yield _chunks(queue, p.chunk_size)
+        return
+    chunks = live(p.chunk_size)
+    try:
+        yield ([(f, preprocess.host_resize(f.image, geometry, p.device)) for f in frames] for frames in chunks)
+    finally:
+        chunks.close()
 
 
 def _chunks(frames: Iterable, size: int) -> Iterator[list]:
