@@ -9,5 +9,5 @@ pip() { python3 -m pip install -q "$@"; }
 pip --no-deps datumaro==1.13.12 trackeval==1.3.0 label-studio-sdk==2.1.2
 # their dependencies that do not touch torch, numpy or OpenCV
 pip "cachetools~=7.0" "defusedxml~=0.7" "imagesize~=2.0" "json-stream~=2.4" json-stream-rs-tokenizer \
-    "pyarrow>=25" "ruamel.yaml~=0.19.1" "shapely~=2.1" tabulate==0.10.0 \
+    "pyarrow>=25" "ruamel.yaml~=0.19.1" "shapely~=2.1" "orjson~=3.10" tabulate==0.10.0 \
     lxml xmljson==0.2.1 jsonschema "jsf>=0.11.2,<0.12" "pyjwt>=2.13,<2.14" appdirs httpx ijson ujson requests-mock==1.12.1
