@@ -43,7 +43,8 @@ from pathlib import Path
 from pycocotools import mask as _coco
 
 from videomt_cli.errors import DatasetError
-from videomt_cli.io.cvat import _category_table, _label_ids, _names, box_polygon, rle_areas
+from videomt_cli.io.cvat import _category_table, _label_ids, _names
+from videomt_cli.io.cvat_tracks import box_polygon, rle_areas
 from videomt_cli.io.images import natural_key
 from videomt_cli.io.ytvis import SourceVideo, format_ids, is_coco, is_int, load_json, segmentation_rle
 
