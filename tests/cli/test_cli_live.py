@@ -250,6 +250,20 @@ def _wait_frames(path: Path, n: int, proc, timeout: float = 40) -> None:
     pytest.fail(f"{path} did not get {n} frame lines")
 
 
+def _wait_playable(path: Path, proc, timeout: float = 40) -> None:
+    """Until the overlay being written has a frame that decodes (its first fragment is out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with av.open(str(path)) as container:
+                if any(True for _ in container.decode(video=0)):
+                    return
+        except (av.FFmpegError, OSError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{path} had no playable frame within {timeout} s")
+
+
 def test_a_signal_mid_stream_finishes_what_arrived_and_leaves_valid_outputs(media, tmp_path, processes):
     runs = {}
     for name, sig, extra in [("a.jsonl", signal.SIGINT, ()), ("b.ts", signal.SIGTERM, ("--format", "overlay")),
@@ -263,6 +277,9 @@ def test_a_signal_mid_stream_finishes_what_arrived_and_leaves_valid_outputs(medi
         processes.append(send_udp(media["mp4"], port, loops=20))
     time.sleep(1.0)  # some of the stream has gone through each
     _wait_frames(tmp_path / "a.jsonl", 5, runs["a.jsonl"][0])
+    # four runs share the cores: each overlay must have written a fragment before its signal
+    _wait_playable(tmp_path / "b.ts", runs["b.ts"][0])
+    _wait_playable(tmp_path / "d.mp4", runs["d.mp4"][0])
     for name, (run, sig, err, port) in runs.items():
         run.send_signal(sig)
     codes = {name: run.wait(timeout=30) for name, (run, *_) in runs.items()}
