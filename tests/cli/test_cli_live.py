@@ -492,3 +492,41 @@ def test_bad_live_input_is_one_line_and_writes_nothing(tmp_path, processes):
                                              "data) (an mp4 needs its index first to be read from a pipe: send "
                                              "MPEG-TS, -f mpegts)."]
     assert not out.exists()
+
+
+def _listening(port: int, timeout: float = 10) -> None:
+    """Until a TCP socket listens on ``port`` (Linux: /proc/net/tcp, state 0A). Not by connecting:
+    a one-client server would take the probe for its client."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            pytest.skip("needs /proc/net/tcp (Linux) to know when the server listens")
+        if any(row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A" for row in rows):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"nothing listens on 127.0.0.1:{port}")
+
+
+def test_an_rtmp_stream_from_an_ffmpeg_server_gives_the_file_runs_frames(media, tmp_path, processes):
+    """FFmpeg as a one-client RTMP server (``-listen 1``), the clip stream-copied into FLV: every
+    frame arrives, with the file run's results (FLV clocks are milliseconds)."""
+    reference = tmp_path / "file.jsonl"
+    assert invoke("segment", media["mp4"], "-o", reference, "--chunk-size", "1", *FAST).exit_code == 0
+    port = free_port(socket.SOCK_STREAM)
+    url = f"rtmp://127.0.0.1:{port}/live/shapes"
+    server = subprocess.Popen([FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-re", "-i", str(media["mp4"]),
+                               "-c", "copy", "-f", "flv", "-listen", "1", url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(server)
+    _listening(port)
+    out = tmp_path / "rtmp.jsonl"
+    run = videomt("segment", url, "-o", out, "--chunk-size", "1", "--timeout", "5", *FAST)
+    processes.append(run)
+    assert run.wait(timeout=60) == 0, run.stderr.read().decode()
+    live, file = frame_lines(read_jsonl(out)), frame_lines(read_jsonl(reference))
+    assert [r["frame"] for r in live] == [r["frame"] for r in file] == list(range(45))
+    for a, b in zip(live, file):
+        assert a["time"] == pytest.approx(b["time"], abs=1e-3)
+        assert a["objects"] == b["objects"]
