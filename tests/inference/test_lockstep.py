@@ -1,6 +1,6 @@
-"""``run_lockstep``: videos batched through the network give each video's own results (to the
-chunk-size rounding guarantee), whatever the batch, lengths, sizes and refills; a bad video fails
-alone."""
+"""The drivers of ``Stream.steps``: ``run_lockstep`` (videos batched through the network give each
+video's own results, to the chunk-size rounding guarantee, whatever the batch, lengths, sizes and
+refills; a bad video fails alone), and what a per-frame-only stream keeps on disk (nothing)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,17 @@ def test_a_bad_video_fails_alone_and_its_slot_is_refilled(predictor, videos, tmp
         assert error is None
         with result, predictor.run(videos[key]) as alone:
             assert_same(result, alone)
+
+
+def test_per_frame_only_streams_keep_no_masks_on_disk(predictor, videos, monkeypatch):
+    """stream(final=False) (live runs writing JSON lines or a live overlay) must not grow the spill
+    file: an endless stream would fill the disk. A video-level run does write it."""
+    from videomt_cli.inference.postprocess.store import SpillStore
+
+    writes = []
+    original = SpillStore.write
+    monkeypatch.setattr(SpillStore, "write", lambda self, *a, **k: (writes.append(1), original(self, *a, **k))[1])
+    frames = list(predictor.stream(videos["a"], final=False))
+    assert len(frames) == 5 and any(len(f.track_ids) for f in frames) and writes == []
+    with predictor.run(videos["a"]):
+        assert len(writes) == 5

@@ -7,7 +7,6 @@ the videos done and the last video handed to a worker (workers report no frames)
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -17,19 +16,6 @@ from rich.markup import escape
 
 from videomt_cli.cli.base import Signals, State, err, progress_bar, warn, wrote
 
-# ``segment`` declares -o as a Path, which folds the "//" of a URL (s3://b/out -> s3:/b/out).
-_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
-
-
-def output_text(output: Union[str, Path]) -> str:
-    """The -o the user typed: a URL whose "//" a ``Path`` folded gets it back."""
-    text = str(output)
-    from videomt_cli.corpus.remote import is_url
-
-    fixed = _FOLDED_URL.sub(r"\1://", text, count=1)
-    return fixed if fixed != text and is_url(fixed) else text
-
-
 def segment_corpus(sources: list[str], output: Union[str, Path], fmt: Optional[str], overwrite: bool, window: dict,
                    make_predictor, sink_options: Optional[dict] = None, backend: Optional[dict] = None) -> None:
     """Several videos into the folder ``output``: one output each, ``manifest.jsonl``, resume, a lock.
@@ -37,7 +23,7 @@ def segment_corpus(sources: list[str], output: Union[str, Path], fmt: Optional[s
     from videomt_cli import corpus
     from videomt_cli.corpus.remote import is_url
 
-    output = output_text(output)
+    output = str(output)  # a str from segment: pathlib would fold the // of s3://
 
     class Bars(corpus.CorpusProgress):
         def __init__(self, bar) -> None:

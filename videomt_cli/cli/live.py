@@ -32,7 +32,6 @@ A reader of stdout that goes away (``| head``) ends the stream the same way, wit
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from contextlib import contextmanager
@@ -44,21 +43,11 @@ from videomt_cli.cli.base import Signals, State, err, exit_if_signalled, warn, w
 from videomt_cli.errors import InputError
 
 PER_FRAME = ("jsonl", "overlay")
-_URL_TARGET = re.compile(r"^(udp|tcp|srt):/(?!/)", re.IGNORECASE)  # what pathlib made of udp://
 _SUFFIXES = {"jsonl": ".jsonl", "overlay": ".overlay.mp4", "mot": ".txt", "mots": ".mots.txt", "cvat": ".xml",
              "png": ".masks"}
 _REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 if hasattr(signal, "SIGHUP"):
     _REASONS[signal.SIGHUP] = "hangup"
-
-
-def _target_text(output) -> str | None:
-    """``-o`` as typed: the CLI's ``Path`` folds ``udp://host:port`` to ``udp:/host:port``."""
-    if output is None:
-        return None
-    text = os.fspath(output)
-    m = _URL_TARGET.match(text)
-    return text[: m.end()] + "/" + text[m.end():] if m else text
 
 
 def _is_url(target: str) -> bool:
@@ -70,7 +59,7 @@ def _plan(source: str, output, fmt: str | None, live: bool) -> tuple[str, str]:
     from videomt_cli import sinks
 
     key = sinks.format_for("x", fmt) if fmt is not None else None  # an unknown --format fails here
-    target = _target_text(output)
+    target = None if output is None else os.fspath(output)  # a str from segment: udp:// kept whole
     if target is None:
         key = key or "jsonl"
         suffix = _SUFFIXES.get(key, ".json")

@@ -30,6 +30,17 @@ def _common_time_base(a: Fraction, b: Fraction) -> Fraction:
     return Fraction(math.gcd(a.numerator * b.denominator, b.numerator * a.denominator), a.denominator * b.denominator)
 
 
+def _video_frame(image: np.ndarray, info: VideoInfo, width: int, height: int) -> av.VideoFrame:
+    """A checked (H, W, 3) uint8 RGB frame of ``info``'s size as an ``av.VideoFrame`` of the output's
+    (width, height): odd sizes padded by repeating the last row / column (yuv420p needs even ones)."""
+    image = np.asarray(image)
+    if image.shape != (info.height, info.width, 3) or image.dtype != np.uint8:
+        raise InputError(f"frame must be ({info.height}, {info.width}, 3) uint8 RGB, got {image.shape} {image.dtype}.")
+    if (width, height) != (info.width, info.height):
+        image = np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+
+
 class VideoWriter:
     """Write RGB frames to a video, atomically, keeping the source's rate, timestamps and audio.
 
@@ -295,14 +306,7 @@ class VideoWriter:
         """Encode one (H, W, 3) uint8 RGB frame at source timestamp ``pts`` (time_base units)."""
         if self._out is None:
             raise VideoError("VideoWriter.write called outside its with-block (or after close).")
-        image = np.asarray(image)
-        if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
-            raise InputError(
-                f"frame must be ({self.info.height}, {self.info.width}, 3) uint8 RGB, got {image.shape} {image.dtype}."
-            )
-        if (self.width, self.height) != (self.info.width, self.info.height):
-            pad = ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0))
-            image = np.pad(image, pad, mode="edge")
+        frame = _video_frame(image, self.info, self.width, self.height)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._step
         else:
@@ -313,7 +317,6 @@ class VideoWriter:
                     f"timestamps not increasing at frame {self.frames_written}; shifted to keep order."
                 )
             pts = self._last_pts + 1
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
         frame.time_base = self.time_base
         if self._first_time is None:
@@ -547,19 +550,12 @@ class LiveVideoWriter:
             return
         if self._out is None:
             raise VideoError("LiveVideoWriter.write called outside its with-block (or after close).")
-        image = np.asarray(image)
-        if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
-            raise InputError(f"frame must be ({self.info.height}, {self.info.width}, 3) uint8 RGB, got {image.shape} "
-                             f"{image.dtype}.")
-        if (self.width, self.height) != (self.info.width, self.info.height):
-            image = np.pad(image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)),
-                           mode="edge")
+        frame = _video_frame(image, self.info, self.width, self.height)
         step = max(1, round(1 / (self.fps * self.time_base)))
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + step
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts, frame.time_base = int(pts), self.time_base
         self._last_pts = int(pts)
         try:
